@@ -1,0 +1,1 @@
+"""Host adapters: ComfyUI's services inside the host, standalone fallbacks outside."""

@@ -1,0 +1,74 @@
+"""The backend policy every generating node shares: auto | local | segmind.
+
+- local: run here; missing model files -> an error naming each file and folder.
+- segmind: call the API; no key (or offline) -> an error saying what to do.
+- auto: local when the needed files are present; else Segmind when a key is set
+  and ComfyUI was not started with --offline / partner nodes disabled; else the
+  local error.
+"""
+import logging
+import os
+
+from . import comfy, models
+from ..segmind import key
+
+log = logging.getLogger("PoseForge")
+CHOICES = ["auto", "local", "segmind"]
+
+
+class BackendUnavailable(RuntimeError):
+    pass
+
+
+def input_spec():
+    return (CHOICES, {"default": "auto", "tooltip": "auto: local when the model files are present, "
+                      "else Segmind when SEGMIND_API_KEY is set. The key is never stored in the graph."})
+
+
+def segmind_blocked():
+    """Why the hosted API may not be used now, or None."""
+    args = comfy.args()
+    for flag in ("offline", "disable_partner_nodes", "disable_api_nodes"):
+        if args is not None and getattr(args, flag, False):
+            return f"ComfyUI was started with --{flag.replace('_', '-')}"
+    if os.environ.get("POSEFORGE_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return "POSEFORGE_OFFLINE is set"
+    return None
+
+
+def _segmind_problem():
+    blocked = segmind_blocked()
+    if blocked:
+        return f"Segmind is disabled: {blocked}."
+    if not key.api_key():
+        return "No Segmind API key is set. " + key.HOW_TO_SET
+    return None
+
+
+def choose(requested, local_files):
+    """'local' or 'segmind' for `requested`, given the local model files needed
+    [(folder, filename, source)]; raises an actionable error otherwise."""
+    if requested not in CHOICES:
+        raise BackendUnavailable(f"Unknown backend {requested!r}; choose one of {', '.join(CHOICES)}.")
+    if requested == "segmind":
+        problem = _segmind_problem()
+        if problem:
+            raise BackendUnavailable(problem)
+        return "segmind"
+    absent = models.missing(local_files)
+    if not absent:
+        return "local"
+    if requested == "auto" and _segmind_problem() is None:
+        return "segmind"
+    hint = None
+    if requested == "auto":
+        hint = "Segmind fallback not possible: " + _segmind_problem()
+    raise models.MissingModelFiles(absent, hint=hint)
+
+
+def report(node, backend, **details):
+    """Log which backend ran and return the node's `ui` entries saying so."""
+    details = {k: key.redact(v) if isinstance(v, str) else v for k, v in details.items()}
+    extra = "".join(f", {k}={v}" for k, v in details.items())
+    log.info("PoseForge %s ran on %s%s", node, backend, extra)
+    return {"backend": [backend], **{k: [v] for k, v in details.items()}}

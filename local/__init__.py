@@ -1,0 +1,1 @@
+"""Local engines: the real networks, run on this machine (GPU or CPU)."""

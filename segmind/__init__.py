@@ -1,0 +1,1 @@
+"""Segmind serverless API: key, endpoint table, client."""
