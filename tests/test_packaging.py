@@ -1,0 +1,44 @@
+"""Install metadata, README commands and import cost stay true to the code."""
+import os
+import re
+import subprocess
+import sys
+import tomllib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEAVY = ("torch", "diffusers", "transformers", "controlnet_aux", "facexlib", "spandrel",
+         "timm", "cv2", "requests", "numpy")
+
+
+def _read(name):
+    with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_pyproject_matches_requirements():
+    meta = tomllib.loads(_read("pyproject.toml"))
+    reqs = [l.strip() for l in _read("requirements.txt").splitlines() if l.strip() and not l.startswith("#")]
+    assert meta["project"]["dependencies"] == reqs
+    assert meta["project"]["urls"]["Repository"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", meta["project"]["version"])
+    comfy = meta["tool"]["comfy"]
+    assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["requires-comfyui"]
+
+
+def test_readme_has_the_two_commands_ci_runs():
+    readme = _read("README.md")
+    for marker in ("<!-- setup -->", "<!-- test -->"):
+        assert readme.count(marker) == 1
+    out = subprocess.check_output(
+        ["bash", "-c", "source <(sed -n '/^block()/p' .ci/run); block setup; echo ---; block test"],
+        cwd=ROOT, text=True)
+    setup, test = out.split("---\n")
+    assert "pip install -r requirements.txt" in setup and "pytest" in test
+
+
+def test_pack_import_pulls_in_no_heavy_library():
+    code = ("import sys; sys.path.insert(0, %r); from doctor import load_pack; load_pack(); "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in %r)))"
+            % (os.path.join(ROOT, "tools"), HEAVY))
+    pulled = subprocess.check_output([sys.executable, "-c", code], text=True).split()
+    assert pulled == []
