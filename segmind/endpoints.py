@@ -1,0 +1,97 @@
+"""The Segmind endpoint table (data in endpoints.json) and parameter validation.
+
+Parameters are checked here, before any request is sent: unknown names,
+missing required fields, wrong types, out-of-range values and unknown enum
+choices each raise ParamError naming the field.
+"""
+import json
+import math
+import os
+
+BUILTIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "endpoints.json")
+OVERRIDE_ENV = "POSEFORGE_SEGMIND_ENDPOINTS"
+
+
+class ParamError(ValueError):
+    pass
+
+
+def _load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def table():
+    """The built-in table with the user's override file (if any) merged over it."""
+    data = {k: v for k, v in _load(BUILTIN).items() if not k.startswith("_")}
+    override = os.environ.get(OVERRIDE_ENV)
+    if override:
+        for name, entry in _load(override).items():
+            if name.startswith("_"):
+                continue
+            merged = dict(data.get(name, {}), **{k: v for k, v in entry.items() if k != "params"})
+            params = dict(data.get(name, {}).get("params", {}))
+            for pname, spec in entry.get("params", {}).items():
+                params[pname] = None if spec is None else dict(params.get(pname, {}), **spec)
+            merged["params"] = {k: v for k, v in params.items() if v is not None}
+            data[name] = merged
+    return data
+
+
+def endpoint(name):
+    entries = table()
+    if name not in entries:
+        raise ParamError(f"No Segmind endpoint named {name!r} in the table; known: {', '.join(entries)}")
+    return entries[name]
+
+
+def _check(name, spec, value):
+    kind = spec.get("type", "str")
+    if kind == "image":
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ParamError(f"{name} must be true or false, not {value!r}")
+        return value
+    if kind == "enum":
+        if value not in spec["choices"]:
+            raise ParamError(f"{name} must be one of {', '.join(spec['choices'])}; got {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ParamError(f"{name} must be text, not {type(value).__name__}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParamError(f"{name} must be a number, not {value!r}")
+    if kind == "int":
+        if value != int(value):
+            raise ParamError(f"{name} must be a whole number, not {value!r}")
+        value = int(value)
+    elif not math.isfinite(value):
+        raise ParamError(f"{name} must be a finite number, not {value!r}")
+    lo, hi = spec.get("min"), spec.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ParamError(f"{name}={value} is outside Segmind's range {lo}..{hi}")
+    return value
+
+
+def build_body(name, params):
+    """(slug, body, image fields) for endpoint `name` from OUR parameter names.
+    Values of None are left out (Segmind's default applies)."""
+    entry = endpoint(name)
+    specs = entry["params"]
+    unknown = sorted(set(params) - set(specs))
+    if unknown:
+        raise ParamError(f"Segmind endpoint {name!r} has no parameter(s) {', '.join(unknown)}")
+    body, images = {}, []
+    for pname, spec in specs.items():
+        value = params.get(pname)
+        if value is None:
+            if spec.get("required"):
+                raise ParamError(f"Segmind endpoint {name!r} needs {pname}")
+            continue
+        field = spec.get("field", pname)
+        body[field] = _check(pname, spec, value)
+        if spec.get("type") == "image":
+            images.append(field)
+    return entry["slug"], body, images
