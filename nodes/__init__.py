@@ -1,6 +1,8 @@
 """ComfyUI-facing node classes (V1 contract). Each node is one contract with
 up to two backends; the engines live in `local/` and `segmind/`."""
-NODE_MODULES = ()
+from . import pose
+
+NODE_MODULES = (pose,)
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 
-from ..host import cancel
+from ..host import cancel, images
 from . import endpoints, key
 
 log = logging.getLogger("PoseForge")
@@ -95,11 +95,11 @@ class Client:
         results = [f.result() for f in futures]
         import torch
 
-        images = [img for imgs, _ in results for img in imgs]
+        out = [img for imgs, _ in results for img in imgs]
         info = _merge_info([i for _, i in results])
-        log.info("PoseForge Segmind %s: %d image(s)%s", endpoint, len(images),
+        log.info("PoseForge Segmind %s: %d image(s)%s", endpoint, len(out),
                  "".join(f", {k}={v}" for k, v in info.items()))
-        return torch.cat(images, dim=0), info
+        return torch.cat(out, dim=0), info
 
     # -- one request, with retries -----------------------------------------
     def _request(self, slug, body, api_key, stop):
@@ -144,23 +144,17 @@ class Client:
 
 # -- helpers ----------------------------------------------------------------
 def encode_png(image):
-    """IMAGE tensor [1,H,W,3] / [H,W,3] (0..1) -> base64 PNG text (no data: prefix)."""
+    """One IMAGE ([1,H,W,C] or [H,W,C], 0..1) -> base64 PNG text (no data: prefix)."""
     from PIL import Image
 
-    arr = image
-    if hasattr(arr, "detach"):
-        arr = arr.detach().cpu().numpy()
-    if arr.ndim == 4:
-        if arr.shape[0] != 1:
-            raise endpoints.ParamError(f"one image per request, got a batch of {arr.shape[0]}")
-        arr = arr[0]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-        raise endpoints.ParamError(f"expected an image [H,W,3], got shape {tuple(arr.shape)}")
-    import numpy as np
-
-    pixels = (np.clip(arr[..., :3] if arr.shape[-1] != 1 else np.repeat(arr, 3, -1), 0, 1) * 255).round()
+    try:
+        pixels = images.to_uint8(image)
+    except images.ImageInputError as exc:
+        raise endpoints.ParamError(str(exc))
+    if len(pixels) != 1:
+        raise endpoints.ParamError(f"one image per request, got a batch of {len(pixels)}")
     buf = io.BytesIO()
-    Image.fromarray(pixels.astype("uint8")).save(buf, format="PNG")
+    Image.fromarray(pixels[0]).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 

@@ -1,0 +1,134 @@
+"""POSE_KEYPOINT <-> pose maps in the standard OpenPose colours and limb order.
+
+A POSE_KEYPOINT is a list with one dict per image:
+    {"people": [{"pose_keypoints_2d": [x, y, c] * 18,
+                 "hand_left_keypoints_2d": [x, y, c] * 21 | None,
+                 "hand_right_keypoints_2d": [x, y, c] * 21 | None,
+                 "face_keypoints_2d": [x, y, c] * 70 | None}],
+     "canvas_width": W, "canvas_height": H}
+We write coordinates normalized to 0..1 (as controlnet_aux does; c = 1.0 when
+present, [0, 0, 0] when missing) and read both that and pixel coordinates (as
+DWPose and ComfyUI's own pose nodes write), deciding per person.
+"""
+import colorsys
+import math
+
+LIMBS = [(2, 3), (2, 6), (3, 4), (4, 5), (6, 7), (7, 8), (2, 9), (9, 10), (10, 11), (2, 12), (12, 13),
+         (13, 14), (2, 1), (1, 15), (15, 17), (1, 16), (16, 18)]  # 1-based, OpenPose COCO-18 order
+BODY_COLOURS = [(255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
+                (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255),
+                (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85)]
+HAND_EDGES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11), (11, 12),
+              (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20)]
+HAND_COLOURS = [tuple(c * 255 for c in colorsys.hsv_to_rgb(i / len(HAND_EDGES), 1.0, 1.0))
+                for i in range(len(HAND_EDGES))]
+COUNTS = {"pose_keypoints_2d": 18, "hand_left_keypoints_2d": 21, "hand_right_keypoints_2d": 21,
+          "face_keypoints_2d": 70}
+EPS = 0.01
+
+
+class KeypointError(ValueError):
+    pass
+
+
+def encode_points(points, count):
+    """[(x, y) normalized | None] -> flat [x, y, c] * count; off-canvas or missing -> 0, 0, 0."""
+    flat = []
+    for i in range(count):
+        p = points[i] if points is not None and i < len(points) else None
+        if p is None or p[0] < 0 or p[1] < 0:
+            flat += [0.0, 0.0, 0.0]
+        else:
+            flat += [float(p[0]), float(p[1]), 1.0]
+    return flat
+
+
+def _triplets(flat, name):
+    if flat is None:
+        return None
+    if len(flat) % 3:
+        raise KeypointError(f"{name} must hold x, y, confidence triplets; got {len(flat)} numbers")
+    return [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)]
+
+
+def normalized_person(person, canvas_w, canvas_h):
+    """{part: [(x, y) normalized | None]} for one person, whichever coordinates it came in."""
+    parts = {name: _triplets(person.get(name), name) for name in COUNTS}
+    visible = [p for pts in parts.values() if pts for p in pts if p[2] > 0]
+    pixels = any(p[0] > 1.0 + 1e-6 or p[1] > 1.0 + 1e-6 for p in visible)
+    if pixels and not (canvas_w and canvas_h):
+        raise KeypointError("keypoints are in pixels but the frame has no canvas_width/canvas_height")
+    sx, sy = (canvas_w, canvas_h) if pixels else (1.0, 1.0)
+    return {name: None if pts is None else [(x / sx, y / sy) if c > 0 else None for x, y, c in pts]
+            for name, pts in parts.items()}
+
+
+def render_frame(frame, width=None, height=None, body=True, hands=True, face=True):
+    """One POSE_KEYPOINT frame -> HxWx3 uint8 pose map (size: width/height or the canvas)."""
+    import numpy as np
+
+    if not isinstance(frame, dict) or not isinstance(frame.get("people", []), list):
+        raise KeypointError("each POSE_KEYPOINT frame must be a dict with a 'people' list")
+    cw, ch = frame.get("canvas_width"), frame.get("canvas_height")
+    W, H = int(width or cw or 0), int(height or ch or 0)
+    if W < 1 or H < 1:
+        raise KeypointError("no output size: set width and height, or give canvas_width/canvas_height")
+    canvas = np.zeros((H, W, 3), np.uint8)
+    for person in frame.get("people", []):
+        parts = normalized_person(person, cw, ch)
+        if body and parts["pose_keypoints_2d"]:
+            draw_body(canvas, parts["pose_keypoints_2d"])
+        if hands:
+            for side in ("hand_left_keypoints_2d", "hand_right_keypoints_2d"):
+                if parts[side]:
+                    draw_hand(canvas, parts[side])
+        if face and parts["face_keypoints_2d"]:
+            draw_face(canvas, parts["face_keypoints_2d"])
+    return canvas
+
+
+def draw_body(canvas, points, stickwidth=4):
+    import cv2
+
+    H, W, _ = canvas.shape
+    points = list(points) + [None] * (18 - len(points))
+    for (a, b), colour in zip(LIMBS, BODY_COLOURS):
+        p, q = points[a - 1], points[b - 1]
+        if p is None or q is None:
+            continue
+        xs, ys = (p[0] * W, q[0] * W), (p[1] * H, q[1] * H)
+        length = ((xs[0] - xs[1]) ** 2 + (ys[0] - ys[1]) ** 2) ** 0.5  # as controlnet_aux computes it
+        angle = math.degrees(math.atan2(ys[0] - ys[1], xs[0] - xs[1]))
+        poly = cv2.ellipse2Poly((int(sum(xs) / 2), int(sum(ys) / 2)), (int(length / 2), stickwidth),
+                                int(angle), 0, 360, 1)
+        cv2.fillConvexPoly(canvas, poly, [int(c * 0.6) for c in colour])
+    for p, colour in zip(points, BODY_COLOURS):
+        if p is not None:
+            cv2.circle(canvas, (int(p[0] * W), int(p[1] * H)), 4, colour, thickness=-1)
+    return canvas
+
+
+def draw_hand(canvas, points):
+    import cv2
+
+    H, W, _ = canvas.shape
+    px = [None if p is None else (int(p[0] * W), int(p[1] * H)) for p in points]
+    for (a, b), colour in zip(HAND_EDGES, HAND_COLOURS):
+        if a < len(px) and b < len(px) and px[a] and px[b] and min(*px[a], *px[b]) > EPS:
+            cv2.line(canvas, px[a], px[b], colour, thickness=2)
+    for p in px:
+        if p and min(p) > EPS:
+            cv2.circle(canvas, p, 4, (0, 0, 255), thickness=-1)
+    return canvas
+
+
+def draw_face(canvas, points):
+    import cv2
+
+    H, W, _ = canvas.shape
+    for p in points:
+        if p is not None:
+            x, y = int(p[0] * W), int(p[1] * H)
+            if x > EPS and y > EPS:
+                cv2.circle(canvas, (x, y), 3, (255, 255, 255), thickness=-1)
+    return canvas

@@ -1,0 +1,92 @@
+"""PF_OpenPoseExtract and PF_PoseRender.
+
+There is no Segmind pose endpoint: Segmind's pose models extract the pose
+themselves, so a Segmind sampler is sent the source photo carried in PF_POSE.
+"""
+import json
+
+from ..host import cancel, images
+from ..host.progress import Progress
+
+
+def _pose_bundle(maps, keypoints, source):
+    """PF_POSE: the rendered maps (local samplers), keypoints, and source photos (Segmind)."""
+    return {"map": maps, "keypoints": keypoints, "source": source}
+
+
+class PF_OpenPoseExtract:
+    NODE_ID = "PF_OpenPoseExtract"
+    DISPLAY_NAME = "OpenPose Extract (PoseForge)"
+    CATEGORY = "PoseForge/pose"
+    RETURN_TYPES = ("IMAGE", "POSE_KEYPOINT", "PF_POSE")
+    RETURN_NAMES = ("pose_map", "keypoints", "pose")
+    FUNCTION = "extract"
+    DESCRIPTION = ("OpenPose body, hands and face from a batch of photos (controlnet-aux, local). "
+                   "Weights: body_pose_model.pth, hand_pose_model.pth, facenet.pth in models/openpose.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE",),
+            "detect_body": ("BOOLEAN", {"default": True}),
+            "detect_hands": ("BOOLEAN", {"default": False}),
+            "detect_face": ("BOOLEAN", {"default": False}),
+            "resolution": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 64,
+                                   "tooltip": "short side the detector works at; the map has the input's size"}),
+        }}
+
+    def extract(self, image, detect_body=True, detect_hands=False, detect_face=False, resolution=512):
+        from ..local import openpose, pose_render
+
+        photos = images.to_uint8(image, "image")
+        det = openpose.detector(hands=detect_hands, face=detect_face)
+        frames, maps = [], []
+        with Progress(len(photos), "OpenPose") as bar:
+            for photo in photos:
+                cancel.check_cancel()
+                frame = openpose.extract(det, photo, resolution, hands=detect_hands, face=detect_face)
+                frames.append(frame)
+                maps.append(pose_render.render_frame(frame, body=detect_body, hands=detect_hands, face=detect_face))
+                bar.update()
+        pose_map = images.from_uint8(maps)
+        source = images.from_uint8(photos)
+        return {"ui": {"openpose_json": [json.dumps(frames)], "backend": ["local"]},
+                "result": (pose_map, frames, _pose_bundle(pose_map, frames, source))}
+
+
+class PF_PoseRender:
+    NODE_ID = "PF_PoseRender"
+    DISPLAY_NAME = "Pose Render (PoseForge)"
+    CATEGORY = "PoseForge/pose"
+    RETURN_TYPES = ("IMAGE", "PF_POSE")
+    RETURN_NAMES = ("pose_map", "pose")
+    FUNCTION = "render"
+    DESCRIPTION = ("Draw OpenPose maps from POSE_KEYPOINT (normalized or pixel coordinates, e.g. from "
+                   "controlnet_aux, DWPose, ComfyUI's pose nodes or an editor).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "keypoints": ("POSE_KEYPOINT",),
+            "width": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip": "0: the canvas width"}),
+            "height": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip": "0: the canvas height"}),
+            "draw_body": ("BOOLEAN", {"default": True}),
+            "draw_hands": ("BOOLEAN", {"default": True}),
+            "draw_face": ("BOOLEAN", {"default": True}),
+        }}
+
+    def render(self, keypoints, width=0, height=0, draw_body=True, draw_hands=True, draw_face=True):
+        from ..local import pose_render
+
+        frames = [keypoints] if isinstance(keypoints, dict) else list(keypoints or [])
+        if not frames:
+            raise pose_render.KeypointError("POSE_KEYPOINT is empty: no frames to draw")
+        maps = [pose_render.render_frame(f, width, height, draw_body, draw_hands, draw_face) for f in frames]
+        if len({m.shape for m in maps}) > 1:
+            raise pose_render.KeypointError("frames have different canvas sizes; set width and height to draw "
+                                            "them as one batch")
+        pose_map = images.from_uint8(maps)
+        return (pose_map, _pose_bundle(pose_map, frames, None))
+
+
+NODES = (PF_OpenPoseExtract, PF_PoseRender)

@@ -1,0 +1,185 @@
+"""PF_OpenPoseExtract end to end on random-weight OpenPose networks saved as .pth,
+and PF_PoseRender on hand-written keypoints in both coordinate styles."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import PACK, pf
+from tiny_models import save_openpose
+
+models = pf("host.models")
+memory = pf("host.memory")
+images = pf("host.images")
+render = pf("local.pose_render")
+Extract = PACK.NODE_CLASS_MAPPINGS["PF_OpenPoseExtract"]
+Render = PACK.NODE_CLASS_MAPPINGS["PF_PoseRender"]
+
+
+@pytest.fixture(scope="session")
+def openpose_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    save_openpose(str(root / "openpose"))
+    return root
+
+
+@pytest.fixture
+def with_openpose(openpose_root, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    models.set_models_root(openpose_root)
+    yield openpose_root
+    models.set_models_root(None)
+
+
+def photos(n=3, h=96, w=80, c=3):
+    return torch.rand(n, h, w, c, generator=torch.Generator().manual_seed(1))
+
+
+def check_frames(frames, n, h, w, hands, face):
+    assert len(frames) == n
+    for frame in frames:
+        assert frame["canvas_width"] == w and frame["canvas_height"] == h
+        assert isinstance(frame["people"], list)
+        for person in frame["people"]:
+            assert len(person["pose_keypoints_2d"]) == 54
+            for name, count in (("hand_left_keypoints_2d", 63), ("hand_right_keypoints_2d", 63),
+                                ("face_keypoints_2d", 210)):
+                enabled = face if name.startswith("face") else hands
+                assert person[name] is None or (enabled and len(person[name]) == count)
+            assert all(0 <= v <= 1 for v in person["pose_keypoints_2d"])
+
+
+@pytest.mark.parametrize("body,hands,face", [(True, False, False), (True, True, False), (True, False, True),
+                                             (False, True, True)])
+def test_extract_batch_end_to_end(with_openpose, body, hands, face):
+    batch = photos()
+    out = Extract().extract(batch, detect_body=body, detect_hands=hands, detect_face=face, resolution=128)
+    pose_map, frames, bundle = out["result"]
+    assert pose_map.shape == (3, 96, 80, 3) and pose_map.dtype == torch.float32
+    assert 0 <= pose_map.min() and pose_map.max() <= 1
+    check_frames(frames, 3, 96, 80, hands, face)
+    assert json.loads(out["ui"]["openpose_json"][0]) == frames
+    assert bundle["keypoints"] is frames and bundle["map"] is pose_map
+    assert torch.allclose(bundle["source"], batch, atol=0.5 / 255)
+    # the map is exactly the keypoints drawn again
+    again, _ = Render().render(frames, draw_body=body, draw_hands=hands, draw_face=face)
+    assert torch.equal(again, pose_map)
+
+
+def test_models_cached_between_runs_and_released(with_openpose):
+    memory.release_all()
+    Extract().extract(photos(1), resolution=64)
+    keys = [k for k in memory.cached_keys() if k[0] == "openpose"]
+    assert [k[1] for k in keys] == ["body"]
+    Extract().extract(photos(1), resolution=64)
+    assert [k for k in memory.cached_keys() if k[0] == "openpose"] == keys
+    memory.release_all()
+    assert memory.cached_keys() == []
+
+
+def test_missing_weights_name_each_file(models_root, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(models_root / "hf"))
+    with pytest.raises(models.MissingModelFiles) as err:
+        Extract().extract(photos(1), detect_hands=True)
+    text = str(err.value)
+    assert "body_pose_model.pth" in text and "hand_pose_model.pth" in text and "facenet.pth" not in text
+    assert str(models_root / "openpose") in text and "lllyasviel/Annotators" in text
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 30, 1), (1, 40, 30, 4), (2, 1, 1, 3), (40, 30, 3)])
+def test_odd_inputs_work(with_openpose, shape):
+    img = torch.rand(*shape)
+    pose_map, frames, _ = Extract().extract(img, resolution=64)["result"]
+    h, w = shape[-3], shape[-2]
+    assert pose_map.shape[1:] == (h, w, 3) and len(frames) == pose_map.shape[0]
+
+
+def test_large_image(with_openpose):
+    pose_map, frames, _ = Extract().extract(torch.rand(1, 2400, 3200, 3), resolution=128)["result"]
+    assert pose_map.shape == (1, 2400, 3200, 3) and frames[0]["canvas_width"] == 3200
+
+
+@pytest.mark.parametrize("bad,match", [(torch.zeros(0, 8, 8, 3), "empty"), (torch.zeros(1, 8, 8, 2), "channels"),
+                                       (torch.zeros(8, 8), "shape"),
+                                       (torch.zeros(1, 40, 30), "MASK"), (torch.zeros(1, 0, 8, 3), "no pixels")])
+def test_bad_inputs_give_clear_errors(with_openpose, bad, match):
+    with pytest.raises(images.ImageInputError, match=match):
+        Extract().extract(bad)
+
+
+# -- rendering ---------------------------------------------------------------
+def person_px(points):
+    """18 body points {index: (x, y)} in pixels -> flat triplets."""
+    flat = []
+    for i in range(18):
+        flat += [*points[i], 1.0] if i in points else [0.0, 0.0, 0.0]
+    return {"pose_keypoints_2d": flat}
+
+
+BODY_PX = {0: (50, 30), 1: (50, 50), 2: (80, 50), 3: (90, 80), 5: (20, 50), 8: (70, 110), 11: (30, 110)}
+
+
+def frame_px():
+    return {"people": [person_px(BODY_PX)], "canvas_width": 120, "canvas_height": 160}
+
+
+def frame_normalized():
+    frame = frame_px()
+    flat = frame["people"][0]["pose_keypoints_2d"]
+    frame["people"][0]["pose_keypoints_2d"] = [v / (120 if i % 3 == 0 else 160) if i % 3 != 2 else v
+                                               for i, v in enumerate(flat)]
+    return frame
+
+
+def test_limbs_land_on_expected_pixels_and_colours():
+    img = render.render_frame(frame_px())
+    assert tuple(img[50, 50]) == (255, 85, 0)    # neck joint (colour 1)
+    assert tuple(img[50, 80]) == (255, 170, 0)   # right shoulder joint (colour 2)
+    assert tuple(img[50, 65]) == (153, 0, 0)     # neck-right shoulder limb, 0.6 x colour 0
+    assert tuple(img[50, 35]) == (153, 51, 0)    # neck-left shoulder limb, 0.6 x colour 1
+    assert tuple(img[150, 5]) == (0, 0, 0)       # background stays black
+    assert not img[:, :, :][140:, :].any()       # nothing drawn below the hips' reach
+
+
+def test_pixel_and_normalized_coordinates_draw_the_same():
+    a, _ = Render().render([frame_px()])
+    b, _ = Render().render([frame_normalized()])
+    assert torch.equal(a, b) and a.shape == (1, 160, 120, 3)
+    scaled, _ = Render().render([frame_normalized()], width=240, height=320)
+    assert scaled.shape == (1, 320, 240, 3)
+
+
+def test_matches_controlnet_aux_drawing():
+    from controlnet_aux.open_pose import PoseResult, draw_poses
+    from controlnet_aux.open_pose.body import BodyResult, Keypoint
+
+    g = np.random.default_rng(3)
+    body = [(x / 120, y / 160) for x, y in (BODY_PX.get(i, (0, 0)) for i in range(18))]
+    hand = [tuple(p) for p in g.uniform(0.1, 0.9, (21, 2))]
+    face = [tuple(p) for p in g.uniform(0.2, 0.6, (70, 2))]
+    frame = {"people": [{"pose_keypoints_2d": render.encode_points([p if i in BODY_PX else None
+                                                                    for i, p in enumerate(body)], 18),
+                         "hand_left_keypoints_2d": render.encode_points(hand, 21),
+                         "hand_right_keypoints_2d": None,
+                         "face_keypoints_2d": render.encode_points(face, 70)}],
+             "canvas_width": 120, "canvas_height": 160}
+    theirs = draw_poses([PoseResult(BodyResult([Keypoint(*p) if i in BODY_PX else None for i, p in enumerate(body)],
+                                               1.0, len(BODY_PX)),
+                                    [Keypoint(*p) for p in hand], None, [Keypoint(*p) for p in face])], 160, 120)
+    ours = render.render_frame(frame)
+    assert np.array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("frames,match", [
+    ([], "empty"),
+    ([{"people": [{"pose_keypoints_2d": [300, 20, 1]}]}], "canvas_width"),
+    ([{"people": [{"pose_keypoints_2d": [0.3, 0.2]}], "canvas_width": 8, "canvas_height": 8}], "triplets"),
+    ([{"people": []}], "no output size"),
+    ([{"people": [], "canvas_width": 8, "canvas_height": 8}, {"people": [], "canvas_width": 16, "canvas_height": 8}],
+     "different canvas sizes"),
+])
+def test_render_errors(frames, match):
+    with pytest.raises(render.KeypointError, match=match):
+        Render().render(frames)
