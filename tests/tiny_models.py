@@ -17,3 +17,34 @@ def save_openpose(folder):
         torch.save(flat, os.path.join(folder, name))
     torch.save(FaceNet().state_dict(), os.path.join(folder, "facenet.pth"))
     return folder
+
+
+def codeformer_net(small=True):
+    """CodeFormer with random weights: `small` shrinks the transformer (the VQ
+    encoder/decoder are fixed-size in the architecture); else the released
+    hyperparameters."""
+    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    torch.manual_seed(0)
+    if small:
+        return CodeFormer(dim_embd=64, n_head=8, n_layers=1, connect_list=["32", "64", "128", "256"])
+    return CodeFormer()
+
+
+def save_codeformer(folder, name="codeformer.pth"):
+    """{'params_ema': state_dict} as sczhou/CodeFormer ships it."""
+    os.makedirs(folder, exist_ok=True)
+    torch.save({"params_ema": codeformer_net().state_dict()}, os.path.join(folder, name))
+    return os.path.join(folder, name)
+
+
+def save_retinaface(folder):
+    """detection_Resnet50_Final.pth with RetinaFace-R50's keys (facexlib layout)."""
+    from facexlib.detection.retinaface import RetinaFace
+
+    os.makedirs(folder, exist_ok=True)
+    torch.manual_seed(0)
+    net = RetinaFace(network_name="resnet50", device="cpu")
+    path = os.path.join(folder, "detection_Resnet50_Final.pth")
+    torch.save(net.state_dict(), path)
+    return path

@@ -1,0 +1,160 @@
+"""PF_CodeFormer: the released key layout, exact alignment / paste-back geometry,
+end to end on random-weight CodeFormer + RetinaFace saved as the real files,
+and the Segmind path against the fake server."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import PACK, pf
+from fake_segmind import FakeSegmind
+from tiny_models import codeformer_net, save_codeformer, save_retinaface
+
+engine = pf("local.codeformer")
+models = pf("host.models")
+images = pf("host.images")
+memory = pf("host.memory")
+Node = PACK.NODE_CLASS_MAPPINGS["PF_CodeFormer"]
+
+
+def test_default_hyperparameters_give_the_released_key_layout():
+    sd = codeformer_net(small=False).state_dict()
+    assert len(sd) == 515
+    assert sum(v.numel() for k, v in sd.items() if not k.endswith("num_batches_tracked")) == 94_112_707
+    prefixes = {}
+    for k in sd:
+        prefixes[k.split(".")[0]] = prefixes.get(k.split(".")[0], 0) + 1
+    assert prefixes == {"encoder": 164, "generator": 164, "ft_layers": 108, "fuse_convs_dict": 72,
+                        "idx_pred_layer": 3, "feat_emb": 2, "position_emb": 1, "quantize": 1}
+    shapes = {"position_emb": (256, 512), "feat_emb.weight": (512, 256), "quantize.embedding.weight": (1024, 256),
+              "ft_layers.8.self_attn.in_proj_weight": (1536, 512), "ft_layers.0.linear1.weight": (1024, 512),
+              "idx_pred_layer.1.weight": (1024, 512), "encoder.blocks.0.weight": (64, 3, 3, 3),
+              "generator.blocks.0.weight": (512, 256, 3, 3),
+              "fuse_convs_dict.256.encode_enc.conv_out.weight": (128, 256, 1, 1)}
+    for key, shape in shapes.items():
+        assert tuple(sd[key].shape) == shape, key
+    assert "idx_pred_layer.1.bias" not in sd
+
+
+# -- geometry ----------------------------------------------------------------
+def face_image(h=300, w=400, seed=0):
+    g = np.random.default_rng(seed)
+    img = g.integers(0, 256, (h // 10 + 1, w // 10 + 1, 3)).astype(np.uint8)
+    import cv2
+
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)  # smooth, so resampling is near-exact
+
+
+def landmarks_for(offset=(100, 60), zoom=0.4, angle=10.0):
+    """The template's 5 points rotated, scaled and moved into the image."""
+    t = np.deg2rad(angle)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) * zoom
+    return (engine.TEMPLATE - 256) @ rot.T + 256 * zoom + np.array(offset)
+
+
+def test_alignment_maps_landmarks_onto_the_template():
+    lm = landmarks_for()
+    crop, matrix = engine.align(face_image(), lm)
+    assert crop.shape == (512, 512, 3)
+    mapped = np.c_[lm, np.ones(5)] @ matrix.T
+    assert np.abs(mapped - engine.TEMPLATE).max() < 1e-3
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_paste_back_of_an_unchanged_face_returns_the_original(scale):
+    import cv2
+
+    img = face_image()
+    lm = landmarks_for()
+    crop, matrix = engine.align(img, lm)
+    canvas = engine.upscale_background(img, scale)
+    reference = canvas.copy() if scale == 1 else cv2.resize(img, (400 * scale, 300 * scale),
+                                                            interpolation=cv2.INTER_LINEAR)
+    mask = np.zeros(canvas.shape[:2], np.float32)
+    pasted = engine.paste(canvas, crop, matrix, scale, mask)
+    inside, outside = mask > 0.99, mask == 0
+    assert inside.sum() > 1000 and outside.sum() > 1000
+    diff = np.abs(pasted.astype(int) - reference.astype(int)).max(axis=-1)
+    assert np.array_equal(pasted[outside], canvas[outside])   # untouched outside the face
+    assert np.median(diff[inside]) <= 2 and np.percentile(diff[inside], 99) <= 12
+
+
+def test_soft_mask_has_no_hard_seam():
+    img = face_image()
+    crop, matrix = engine.align(img, landmarks_for())
+    mask = np.zeros(img.shape[:2], np.float32)
+    engine.paste(img, crop, matrix, 1, mask)
+    values = np.unique(np.round(mask, 2))
+    assert len(values) > 10 and mask.max() == pytest.approx(1.0)   # a gradient, not a step
+
+
+# -- end to end --------------------------------------------------------------
+@pytest.fixture(scope="session")
+def cf_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    save_codeformer(str(root / "facerestore_models"))
+    save_retinaface(str(root / "facedetection"))
+    return root
+
+
+@pytest.fixture
+def with_codeformer(cf_root):
+    models.set_models_root(cf_root)
+    yield cf_root
+    models.set_models_root(None)
+
+
+def test_restore_faces_in_batches_matches_one_by_one(with_codeformer):
+    net = engine.restorer(str(with_codeformer / "facerestore_models" / "codeformer.pth"))
+    crops = [engine.align(face_image(seed=s), landmarks_for())[0] for s in range(2)]
+    batched = engine.restore_faces(net, crops, 0.5, batch_size=2)
+    single = [engine.restore_faces(net, [c], 0.5, batch_size=1)[0] for c in crops]
+    assert len(batched) == 2 and batched[0].shape == (512, 512, 3)
+    for a, b in zip(batched, single):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_node_without_faces_passes_the_image_through_upscaled(with_codeformer):
+    img = torch.from_numpy(np.stack([face_image(60, 80, s) for s in range(3)]).astype(np.float32) / 255)
+    out = Node().restore(img, "codeformer.pth", upscale=2, detection_threshold=1.0, backend="local")
+    result, mask = out["result"]
+    assert result.shape == (3, 120, 160, 3) and mask.shape == (3, 120, 160)
+    assert out["ui"]["backend"] == ["local"] and out["ui"]["faces_per_image"] == [0, 0, 0]
+    assert not mask.any()
+    assert (result - img.repeat_interleave(2, 1).repeat_interleave(2, 2)).abs().mean() < 0.05
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_node_restores_detected_faces_grayscale_and_rgba(with_codeformer, channels):
+    img = torch.rand(1, 96, 128, channels, generator=torch.Generator().manual_seed(channels))
+    out = Node().restore(img, "codeformer.pth", upscale=1, only_center_face=True, detection_threshold=0.05,
+                         backend="local")
+    result, mask = out["result"]
+    counts = out["ui"]["faces_per_image"]
+    assert result.shape == (1, 96, 128, 3) and counts[0] <= 1
+    assert bool(mask.any()) == (counts[0] == 1)
+    assert 0 <= result.min() and result.max() <= 1
+
+
+def test_missing_model_files_are_named(models_root, no_key):
+    with pytest.raises(models.MissingModelFiles) as err:
+        Node().restore(torch.rand(1, 32, 32, 3), "codeformer.pth", backend="auto")
+    text = str(err.value)
+    assert "codeformer.pth" in text and "facerestore_models" in text
+    assert "detection_Resnet50_Final.pth" in text and "facedetection" in text and "SEGMIND_API_KEY" in text
+
+
+def test_segmind_backend_against_the_fake_server(models_root, api_key, monkeypatch):
+    fake = FakeSegmind(keys=(api_key,), image_format="PNG").start()
+    monkeypatch.setenv("SEGMIND_API_BASE", fake.base_url)
+    try:
+        img = torch.rand(3, 24, 32, 3, generator=torch.Generator().manual_seed(0))
+        out = Node().restore(img, "codeformer.pth", fidelity=0.7, upscale=2, backend="auto")
+    finally:
+        fake.stop()
+    result, mask = out["result"]
+    assert out["ui"]["backend"] == ["segmind"] and "x-remaining-credits" in out["ui"]
+    assert result.shape == (3, 48, 64, 3) and mask.shape == (3, 48, 64)
+    assert torch.allclose(result[:, ::2, ::2], img, atol=1 / 255)  # order and pixels kept
+    bodies = [body for _, _, body in fake.requests]
+    assert len(bodies) == 3 and all(b["fidelity"] == 0.7 and b["scale"] == 2 and b["bg"] is False for b in bodies)
+    assert api_key not in repr(out["ui"])
