@@ -137,7 +137,7 @@ def paste(canvas, face, matrix, scale, mask_out=None):
     edge = int(math.sqrt(float(mask.sum()))) // 20
     if edge > 0:
         mask = cv2.erode(mask, np.ones((2 * edge, 2 * edge), np.uint8))
-        mask = cv2.GaussianBlur(mask, (2 * edge + 1, 2 * edge + 1), 0)
+        mask = np.clip(cv2.GaussianBlur(mask, (2 * edge + 1, 2 * edge + 1), 0), 0.0, 1.0)
     if mask_out is not None:
         np.maximum(mask_out, mask, out=mask_out)
     blended = mask[..., None] * warped.astype(np.float32) + (1 - mask[..., None]) * canvas.astype(np.float32)

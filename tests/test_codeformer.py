@@ -130,8 +130,8 @@ def test_node_restores_detected_faces_grayscale_and_rgba(with_codeformer, channe
                          backend="local")
     result, mask = out["result"]
     counts = out["ui"]["faces_per_image"]
-    assert result.shape == (1, 96, 128, 3) and counts[0] <= 1
-    assert bool(mask.any()) == (counts[0] == 1)
+    assert result.shape == (1, 96, 128, 3) and counts == [1]  # these seeded random weights find one face
+    assert mask.any() and mask.max() <= 1 and mask.min() >= 0
     assert 0 <= result.min() and result.max() <= 1
 
 
