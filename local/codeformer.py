@@ -86,10 +86,12 @@ def detect(det, rgb, threshold=0.8, only_center=False):
         rows = det.detect_faces(np.ascontiguousarray(small[..., ::-1]), conf_threshold=threshold,
                                 nms_threshold=0.4, use_origin_size=True)
     faces = []
-    for row in rows:
-        lm = (np.asarray(row[5:15], np.float32).reshape(5, 2) / scale)
+    for row in np.asarray(rows, np.float64):
+        if not np.isfinite(row[:15]).all():
+            continue
+        lm = row[5:15].reshape(5, 2) / scale
         if np.linalg.norm(lm[0] - lm[1]) >= MIN_EYE_DISTANCE:
-            faces.append((lm, np.asarray(row[:4], np.float32) / scale))
+            faces.append((lm.astype(np.float32), row[:4] / scale))
     if only_center and faces:
         centre = np.array([w / 2, h / 2])
         faces = [min(faces, key=lambda f: np.linalg.norm((f[1][:2] + f[1][2:]) / 2 - centre))]
