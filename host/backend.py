@@ -58,11 +58,12 @@ def choose(requested, local_files):
     absent = models.missing(local_files)
     if not absent:
         return "local"
-    if requested == "auto" and _segmind_problem() is None:
-        return "segmind"
     hint = None
     if requested == "auto":
-        hint = "Segmind fallback not possible: " + _segmind_problem()
+        problem = _segmind_problem()
+        if problem is None:
+            return "segmind"
+        hint = "Segmind fallback not possible: " + problem
     raise models.MissingModelFiles(absent, hint=hint)
 
 

@@ -116,7 +116,7 @@ class Client:
             try:
                 resp = requests.post(url, data=data, headers=headers,
                                      timeout=(self.connect_timeout, self.read_timeout))
-            except requests.ConnectTimeout as exc:
+            except requests.ConnectTimeout:
                 err = SegmindError(f"Could not connect to {self.base_url} within {self.connect_timeout:g} s "
                                    "(network down or proxy needed?).", retryable=True)
                 wait_s = None
