@@ -39,7 +39,9 @@ def main():
         save_retinaface(os.path.join(root, "facedetection"))
         models.set_models_root(root)
     cf_path, det_path = models.require(engine.wanted("codeformer.pth"))
-    net, det = engine.restorer(cf_path), engine.detector(det_path)
+    residency = submodule(pack, "host.residency")
+    net, = residency.use(engine.restorer(cf_path))
+    det = engine.on_device(engine.detector(det_path))
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (1024, 1024, 3)).astype(np.uint8)
     marks = [engine.TEMPLATE * 0.5 + np.array(o) for o in ((0, 0), (512, 0), (0, 512), (512, 512))]

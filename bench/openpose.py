@@ -23,7 +23,7 @@ from doctor import load_pack, submodule  # noqa: E402
 
 def main(n=4, size=512, repeats=3):
     pack = load_pack()
-    models, memory = submodule(pack, "host.models"), submodule(pack, "host.memory")
+    models, residency = submodule(pack, "host.models"), submodule(pack, "host.residency")
     device = submodule(pack, "host.device")
     if not models.missing([("openpose", "body_pose_model.pth", None)]):
         root = None
@@ -37,7 +37,7 @@ def main(n=4, size=512, repeats=3):
     batch = torch.rand(n, size, size, 3, generator=torch.Generator().manual_seed(0))
     photos = [(b.numpy() * 255).round().astype(np.uint8) for b in batch]
 
-    memory.release_all()
+    residency.release_all()
     t = time.perf_counter()
     node.extract(batch[:1], resolution=512)  # first run in this process: imports and loads the networks
     cold = time.perf_counter() - t

@@ -15,12 +15,6 @@ def request_cancel():
     """Outside ComfyUI: ask the running work to stop at its next check."""
     _cancel.set()
 
-def cancel_requested():
-    mm = comfy.module("comfy.model_management")
-    if mm is not None:
-        return bool(mm.processing_interrupted())
-    return _cancel.is_set()
-
 def check_cancel():
     """Raise the host's interrupt exception if the user pressed cancel."""
     mm = comfy.module("comfy.model_management")

@@ -1,5 +1,6 @@
-"""Progress: ComfyUI's ProgressBar inside the host, tqdm outside it."""
-from . import comfy
+"""Progress: ComfyUI's ProgressBar inside the host, tqdm outside it. Every step
+also checks for cancel, so a loop that reports progress stops within one step."""
+from . import cancel, comfy
 
 
 class Progress:
@@ -17,9 +18,15 @@ class Progress:
             self._bar = None
             self._tqdm = tqdm(total=self.total, desc=desc, leave=False)
 
-    def update(self, n=1):
+    def step(self, n=1, preview=None):
+        """Raise the host's interrupt if the user pressed cancel, else advance `n` steps
+        (`preview`: a PIL image ComfyUI shows on the node while it runs)."""
+        cancel.check_cancel()
         if self._bar is not None:
-            self._bar.update(n)
+            if preview is not None:
+                self._bar.update_absolute(self._bar.current + n, self.total, ("JPEG", preview, 512))
+            else:
+                self._bar.update(n)
         else:
             self._tqdm.update(n)
 

@@ -5,11 +5,12 @@ spandrel-extra-arches) -> paste back with a soft mask onto the upscaled image.
 CodeFormer's code and weights are under the S-Lab License 1.0 (non-commercial);
 we use them through spandrel-extra-arches and the user's own files.
 """
+import logging
 import math
 
 import numpy as np
 
-from ..host import device, memory, models
+from ..host import device, models, residency, weights
 
 CODEFORMER_SOURCE = "https://github.com/sczhou/CodeFormer/releases/tag/v0.1.0"
 DETECTION_FILE = "detection_Resnet50_Final.pth"
@@ -19,6 +20,7 @@ TEMPLATE = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 
                      [201.26117, 371.41043], [313.08905, 371.15118]], dtype=np.float32)  # FFHQ 512
 BORDER_RGB = (132, 133, 135)  # CodeFormer's grey border, (135,133,132) in BGR
 DETECT_SHORT_SIDE = 640
+log = logging.getLogger("PoseForge")
 MIN_EYE_DISTANCE = 5
 
 
@@ -30,45 +32,54 @@ def wanted(model_name, upscaler_name=None):
     return files
 
 
-# -- loading (cached) --------------------------------------------------------
-def _spandrel(path, dev):
+# -- loading (cached, through the shared residency and safe loader) ----------
+def _spandrel(path):
     import spandrel
     import spandrel_extra_arches
 
     spandrel_extra_arches.install(ignore_duplicates=True)
-    return spandrel.ModelLoader(device=dev).load_from_file(path).eval()
+    return spandrel.ModelLoader().load_from_state_dict(weights.load(path))
 
 
 def restorer(path):
-    dev = device.torch_device()
-
+    """The CodeFormer network of `path` (a Resident); other architectures are refused."""
     def load():
-        model = _spandrel(path, dev)
+        model = _spandrel(path)
         if model.architecture.id != "CodeFormer":
-            raise ValueError(f"{path} is a {model.architecture.id} model, not CodeFormer")
-        return model
+            raise ValueError(f"{path} is a {model.architecture.name} model, not CodeFormer")
+        return model.model
 
-    return memory.cached(("codeformer", path, str(dev)), load, dev, 400 * 2 ** 20)
+    return residency.get(("codeformer", path), load)
 
 
 def upscaler(path):
-    dev = device.torch_device()
-    return memory.cached(("upscaler", path, str(dev)), lambda: _spandrel(path, dev), dev, 100 * 2 ** 20)
+    """A spandrel upscale model of `path` (a Resident holding the network; `.scale` kept on it)."""
+    def load():
+        model = _spandrel(path)
+        model.model.pf_scale = model.scale
+        return model.model
+
+    return residency.get(("upscaler", path), load)
 
 
 def detector(path):
-    import os
-
-    dev = device.torch_device()
-
+    """RetinaFace-R50 (facexlib's network) with the weights of `path`."""
     def load():
-        from facexlib.detection import init_detection_model
+        from facexlib.detection.retinaface import RetinaFace
 
-        # the file is present in model_rootpath, so facexlib loads it and downloads nothing
-        return init_detection_model("retinaface_resnet50", half=False, device=dev,
-                                    model_rootpath=os.path.dirname(path))
+        net = RetinaFace(network_name="resnet50", half=False, device="cpu")
+        net.load_state_dict(weights.strip_prefix(weights.load(path), "module."), strict=True)
+        return net
 
-    return memory.cached(("retinaface", path, str(dev)), load, dev, 110 * 2 ** 20)
+    return residency.get(("retinaface", path), load)
+
+
+def on_device(resident):
+    """The network of `resident` on the compute device (RetinaFace also keeps its own `device`)."""
+    net, = residency.use(resident)
+    if hasattr(net, "device") and not isinstance(type(net).__dict__.get("device"), property):
+        net.device = next(net.parameters()).device
+    return net
 
 
 # -- geometry ----------------------------------------------------------------
@@ -113,10 +124,11 @@ def upscale_background(rgb, scale, model=None):
 
     h, w = rgb.shape[:2]
     if model is not None:
-        out = run_images(model, [rgb])[0]
+        out = upscale_image(model, rgb)
         if out.shape[:2] == (h * scale, w * scale):
             return out
-        return cv2.resize(out, (w * scale, h * scale), interpolation=cv2.INTER_AREA)
+        shrink = out.shape[0] > h * scale
+        return cv2.resize(out, (w * scale, h * scale), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
     if scale == 1:
         return rgb.copy()
     return cv2.resize(rgb, (w * scale, h * scale), interpolation=cv2.INTER_LANCZOS4)
@@ -147,60 +159,102 @@ def paste(canvas, face, matrix, scale, mask_out=None):
 
 
 # -- networks ----------------------------------------------------------------
-def restore_faces(model, crops, fidelity, batch_size=8, on_batch=None):
-    """Restore 512x512 RGB uint8 crops, `batch_size` at a time; returns uint8 crops."""
+def restore_faces(net, crops, fidelity, batch_size=None, on_batch=None):
+    """Restore 512x512 RGB uint8 crops with the CodeFormer `net`, `batch_size` at a time
+    (default: by device), halving the batch on out-of-memory; returns uint8 crops."""
     import torch
 
-    dev, out = device.torch_device(), []
-    for start in range(0, len(crops), batch_size):
-        chunk = np.stack(crops[start:start + batch_size]).astype(np.float32) / 255.0
-        x = torch.from_numpy(chunk).permute(0, 3, 1, 2).to(dev) * 2 - 1  # RGB in [-1, 1]
+    dev = next(net.parameters()).device
+
+    def run(chunk):
+        x = torch.from_numpy(np.stack(chunk).astype(np.float32) / 255.0).permute(0, 3, 1, 2).to(dev) * 2 - 1
         with torch.no_grad():
-            y = model.model(x, weight=float(fidelity))[0]
+            y = net(x, weight=float(fidelity))[0]  # RGB in [-1, 1] both ways
         y = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        out.extend(y)
         if on_batch:
             on_batch(len(y))
-    return out
+        return list(y)
+
+    return device.halving(run, list(crops), batch_size or device.batch_size(8), "face batch")
 
 
-def run_images(model, rgbs):
-    """Run a spandrel image model (e.g. an upscaler) on uint8 RGB images, one at a time."""
+def upscale_image(net, rgb, tile=512, overlap=32):
+    """Run an upscale network on one uint8 RGB image in overlapping tiles, feathered
+    together; on out-of-memory the tile halves, as core's ImageUpscaleWithModel does."""
     import torch
 
-    dev, out = device.torch_device(), []
-    for rgb in rgbs:
-        x = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(dev)
-        with torch.no_grad():
-            y = model(x)
-        out.append((y[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy())
-    return out
+    x = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    while True:
+        try:
+            y = _tiled(net, x, tile, overlap)
+            break
+        except device.oom_errors():
+            if tile <= 64:
+                raise
+            tile //= 2
+            log.warning("PoseForge: out of memory while upscaling, tile size lowered to %d", tile)
+            device._empty_cache()
+    return (y[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def _starts(length, tile, overlap):
+    starts = list(range(0, max(length - tile, 0) + 1, tile - overlap))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
+
+
+def _tiled(net, x, tile, overlap):
+    import torch
+
+    dev = next(net.parameters()).device
+    _, _, h, w = x.shape
+    with torch.no_grad():
+        if h <= tile and w <= tile:
+            return net(x.to(dev)).float().cpu()
+        s = net.pf_scale
+        out = torch.zeros(1, 3, h * s, w * s)
+        total = torch.zeros(1, 1, h * s, w * s)
+        for top in _starts(h, tile, overlap):
+            for left in _starts(w, tile, overlap):
+                piece = net(x[..., top:top + tile, left:left + tile].to(dev)).float().cpu()
+                th, tw = piece.shape[-2:]
+                ramp_y = torch.minimum(torch.arange(1, th + 1), torch.arange(th, 0, -1)).clamp(max=overlap * s)
+                ramp_x = torch.minimum(torch.arange(1, tw + 1), torch.arange(tw, 0, -1)).clamp(max=overlap * s)
+                weight = (ramp_y[:, None] * ramp_x[None, :]).float()[None, None]
+                out[..., top * s:top * s + th, left * s:left * s + tw] += piece * weight
+                total[..., top * s:top * s + th, left * s:left * s + tw] += weight
+        return out / total
 
 
 # -- the whole pipeline --------------------------------------------------------
-def process(photos, model, det, fidelity=0.5, scale=2, upscale_model=None, face_upsample=False,
-            only_center=False, threshold=0.8, batch_size=8, step=None):
+def process(photos, restorer_r, detector_r, fidelity=0.5, scale=1, upscaler_r=None, face_upsample=False,
+            only_center=False, threshold=0.8, batch_size=None, step=None):
     """Restore every face in `photos` (uint8 RGB) and return (images at `scale`x,
-    face masks at `scale`x (float32 0..1), faces found per image). Faces of all
-    images go through CodeFormer together, `batch_size` at a time. `step(n)` is
-    called as work completes (progress and cancel checks)."""
+    face masks at `scale`x (float32 0..1), faces found per image). Each network is
+    on the device only for its phase (detect, restore, upscale + paste). Faces of all
+    images go through CodeFormer together. `step(n)` is called as work completes
+    (progress and cancel checks)."""
     import cv2
 
     step = step or (lambda n=1: None)
+    det = on_device(detector_r)
     found = []  # per image: [(crop, matrix)]
     for rgb in photos:
         found.append([align(rgb, lm) for lm in detect(det, rgb, threshold, only_center)])
         step()
     crops = [crop for faces in found for crop, _ in faces]
-    restored = iter(restore_faces(model, crops, fidelity, batch_size, on_batch=lambda n: step(0)))
+    restored = iter(restore_faces(residency.use(restorer_r)[0], crops, fidelity, batch_size,
+                                  on_batch=lambda n: step(0)) if crops else [])
+    up = residency.use(upscaler_r)[0] if upscaler_r is not None else None
     outputs, masks = [], []
     for rgb, faces in zip(photos, found):
-        canvas = upscale_background(rgb, scale, upscale_model)
+        canvas = upscale_background(rgb, scale, up)
         mask = np.zeros(canvas.shape[:2], np.float32)
         for _, matrix in faces:
             face = next(restored)
             if face_upsample and scale > 1:
-                face = (run_images(upscale_model, [face])[0] if upscale_model is not None else
+                face = (upscale_image(up, face) if up is not None else
                         cv2.resize(face, (FACE * scale, FACE * scale), interpolation=cv2.INTER_LANCZOS4))
             canvas = paste(canvas, face, matrix, scale, mask)
         outputs.append(canvas)

@@ -2,16 +2,15 @@
 
 Weights: body_pose_model.pth, hand_pose_model.pth, facenet.pth from the
 `openpose` model folder, or from a Hugging Face cache the user already has
-(lllyasviel/Annotators). Nothing is downloaded. The networks load with
-torch.load(weights_only=True) (torch >= 2.6 default), are cached per device,
-and are released when ComfyUI frees memory.
+(lllyasviel/Annotators). Nothing is downloaded. The networks are built by
+controlnet-aux's classes, filled through our safe loader (host/weights.py) and
+kept by the shared residency mechanism (host/residency.py).
 """
-from ..host import device, memory, models
+from ..host import models, residency, weights
 from . import pose_render
 
 SOURCE = "https://huggingface.co/lllyasviel/Annotators"
 BODY, HAND, FACE = "body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"
-NET_BYTES = 220 * 2 ** 20  # the three networks together, fp32
 
 
 def wanted(hands, face):
@@ -40,26 +39,45 @@ def _hf_cached(filename):
     return found if isinstance(found, str) else None
 
 
-def _load(kind, path, dev):
+def _network(kind, path):
+    """The body / hand / face network of `path` (a Resident), built by controlnet-aux's
+    classes and filled through our safe loader."""
     def load():
-        from controlnet_aux.open_pose import Body, Face, Hand
+        from controlnet_aux.open_pose import util
+        from controlnet_aux.open_pose.face import FaceNet
+        from controlnet_aux.open_pose.model import bodypose_model, handpose_model
 
-        net = {"body": Body, "hand": Hand, "face": Face}[kind](path)
-        return net.to(dev)
+        net = {"body": bodypose_model, "hand": handpose_model, "face": FaceNet}[kind]()
+        state = weights.load(path)
+        net.load_state_dict(state if kind == "face" else util.transfer(net, state))
+        return net
 
-    return memory.cached(("openpose", kind, path, str(dev)), load, dev, NET_BYTES // 3)
+    return residency.get(("openpose", kind, path), load)
+
+
+def _estimator(kind, net):
+    """controlnet-aux's Body / Hand / Face estimator around an already loaded network."""
+    from controlnet_aux.open_pose import Body, Face, Hand
+    from controlnet_aux.open_pose.face import params
+
+    cls = {"body": Body, "hand": Hand, "face": Face}[kind]
+    estimator = cls.__new__(cls)  # its __init__ would torch.load the file itself
+    estimator.model = net
+    if kind == "face":
+        estimator.inference_size = params["inference_img_size"]
+        estimator.sigma = params["gaussian_sigma"]
+        estimator.threshold = params["heatmap_peak_thresh"]
+    return estimator
 
 
 def detector(hands=False, face=False):
-    """An OpenposeDetector holding the networks needed, cached between runs."""
+    """An OpenposeDetector holding the networks needed, on the compute device."""
     from controlnet_aux.open_pose import OpenposeDetector
 
-    dev = device.torch_device()
-    paths = locate(wanted(hands, face))
-    body_path, rest = paths[0], paths[1:]
-    hand_net = _load("hand", rest.pop(0), dev) if hands else None
-    face_net = _load("face", rest.pop(0), dev) if face else None
-    return OpenposeDetector(_load("body", body_path, dev), hand_net, face_net)
+    kinds = ["body"] + (["hand"] if hands else []) + (["face"] if face else [])
+    residents = [_network(kind, path) for kind, path in zip(kinds, locate(wanted(hands, face)))]
+    nets = dict(zip(kinds, residency.use(*residents)))
+    return OpenposeDetector(*(_estimator(k, nets[k]) if k in nets else None for k in ("body", "hand", "face")))
 
 
 def detect_resized(photo, resolution):

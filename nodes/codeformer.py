@@ -1,6 +1,6 @@
 """PF_CodeFormer: face restoration + upscale, locally or on Segmind's `codeformer`."""
-from ..host import backend as policy, cancel, images, models
-from ..host.progress import Progress
+from ..engines import backend as policy, codeformer
+from ..host import images, models
 
 NONE = "none"
 
@@ -34,41 +34,12 @@ class PF_CodeFormer:
         }}
 
     def restore(self, image, model, fidelity=0.5, upscale=2, background_enhance=NONE, face_upsample=False,
-                only_center_face=False, detection_threshold=0.8, backend="auto"):
-        photos = images.to_uint8(image, "image")
-        upscaler = None if background_enhance == NONE else background_enhance
-        from ..local import codeformer as engine
-
-        chosen = policy.choose(backend, engine.wanted(model, upscaler))
-        if chosen == "segmind":
-            return self._segmind(photos, fidelity, upscale, upscaler is not None, face_upsample)
-        model_path, det_path, *rest = models.require(engine.wanted(model, upscaler))
-        net, det = engine.restorer(model_path), engine.detector(det_path)
-        up = engine.upscaler(rest[0]) if rest else None
-        with Progress(2 * len(photos), "CodeFormer") as bar:
-            def step(n=1):
-                cancel.check_cancel()
-                bar.update(n)
-
-            outs, masks, counts = engine.process(photos, net, det, fidelity, upscale, up, face_upsample,
-                                                 only_center_face, detection_threshold, step=step)
-        import numpy as np
-        import torch
-
-        ui = policy.report(self.NODE_ID, "local", faces=sum(counts))
-        ui["faces_per_image"] = counts
-        return {"ui": ui, "result": (images.from_uint8(outs), torch.from_numpy(np.stack(masks)))}
-
-    def _segmind(self, photos, fidelity, upscale, bg, face):
-        import torch
-
-        from ..segmind.client import Client
-
-        jobs = [{"image": images.from_uint8([p]), "scale": upscale, "fidelity": fidelity, "bg": bg, "face": face}
-                for p in photos]
-        out, info = Client().run("codeformer", jobs)
-        ui = policy.report(self.NODE_ID, "segmind", **info)
-        return {"ui": ui, "result": (out, torch.zeros(out.shape[:3]))}
+                only_center_face=False, detection_threshold=0.8, backend=policy.DEFAULT):
+        request = {"photos": images.to_uint8(image, "image"), "model": model, "fidelity": fidelity,
+                   "upscale": upscale, "upscaler": None if background_enhance == NONE else background_enhance,
+                   "face_upsample": face_upsample, "only_center_face": only_center_face,
+                   "detection_threshold": detection_threshold}
+        return policy.run(self.NODE_ID, backend, codeformer, request)
 
 
 NODES = (PF_CodeFormer,)

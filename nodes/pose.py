@@ -5,7 +5,8 @@ themselves, so a Segmind sampler is sent the source photo carried in PF_POSE.
 """
 import json
 
-from ..host import cancel, images
+from ..engines import backend as policy
+from ..host import images
 from ..host.progress import Progress
 
 
@@ -43,14 +44,14 @@ class PF_OpenPoseExtract:
         frames, maps = [], []
         with Progress(len(photos), "OpenPose") as bar:
             for photo in photos:
-                cancel.check_cancel()
                 frame = openpose.extract(det, photo, resolution, hands=detect_hands, face=detect_face)
                 frames.append(frame)
                 maps.append(pose_render.render_frame(frame, body=detect_body, hands=detect_hands, face=detect_face))
-                bar.update()
+                bar.step()
         pose_map = images.from_uint8(maps)
         source = images.from_uint8(photos)
-        return {"ui": {"openpose_json": [json.dumps(frames)], "backend": ["local"]},
+        ui = policy.report(self.NODE_ID, "local", people=[len(f["people"]) for f in frames])
+        return {"ui": dict(ui, openpose_json=[json.dumps(frames)]),
                 "result": (pose_map, frames, _pose_bundle(pose_map, frames, source))}
 
 

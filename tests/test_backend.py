@@ -7,7 +7,7 @@ import pytest
 from conftest import pf
 import host_stubs
 
-backend = pf("host.backend")
+backend = pf("engines.backend")
 models = pf("host.models")
 key = pf("segmind.key")
 NEEDS = [("facerestore_models", "codeformer.pth", "https://github.com/sczhou/CodeFormer/releases")]

@@ -12,7 +12,7 @@ from tiny_models import codeformer_net, save_codeformer, save_retinaface
 engine = pf("local.codeformer")
 models = pf("host.models")
 images = pf("host.images")
-memory = pf("host.memory")
+residency = pf("host.residency")
 Node = PACK.NODE_CLASS_MAPPINGS["PF_CodeFormer"]
 
 
@@ -104,7 +104,7 @@ def with_codeformer(cf_root):
 
 
 def test_restore_faces_in_batches_matches_one_by_one(with_codeformer):
-    net = engine.restorer(str(with_codeformer / "facerestore_models" / "codeformer.pth"))
+    net, = residency.use(engine.restorer(str(with_codeformer / "facerestore_models" / "codeformer.pth")))
     crops = [engine.align(face_image(seed=s), landmarks_for())[0] for s in range(2)]
     batched = engine.restore_faces(net, crops, 0.5, batch_size=2)
     single = [engine.restore_faces(net, [c], 0.5, batch_size=1)[0] for c in crops]

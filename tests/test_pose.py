@@ -10,7 +10,7 @@ from conftest import PACK, pf
 from tiny_models import save_openpose
 
 models = pf("host.models")
-memory = pf("host.memory")
+residency = pf("host.residency")
 images = pf("host.images")
 render = pf("local.pose_render")
 Extract = PACK.NODE_CLASS_MAPPINGS["PF_OpenPoseExtract"]
@@ -68,14 +68,14 @@ def test_extract_batch_end_to_end(with_openpose, body, hands, face):
 
 
 def test_models_cached_between_runs_and_released(with_openpose):
-    memory.release_all()
+    residency.release_all()
     Extract().extract(photos(1), resolution=64)
-    keys = [k for k in memory.cached_keys() if k[0] == "openpose"]
+    keys = [k for k in residency.cached_keys() if k[0] == "openpose"]
     assert [k[1] for k in keys] == ["body"]
     Extract().extract(photos(1), resolution=64)
-    assert [k for k in memory.cached_keys() if k[0] == "openpose"] == keys
-    memory.release_all()
-    assert memory.cached_keys() == []
+    assert [k for k in residency.cached_keys() if k[0] == "openpose"] == keys
+    residency.release_all()
+    assert residency.cached_keys() == []
 
 
 def test_missing_weights_name_each_file(models_root, monkeypatch):

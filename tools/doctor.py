@@ -38,7 +38,7 @@ def main(argv):
     took = time.perf_counter() - start
     models = submodule(pack, "host.models")
     key = submodule(pack, "segmind.key")
-    backend = submodule(pack, "host.backend")
+    backend = submodule(pack, "engines.backend")
     if len(argv) > 1:
         models.set_models_root(argv[1])
     print(f"PoseForge loaded in {took * 1000:.0f} ms with {len(pack.NODE_CLASS_MAPPINGS)} nodes:")

@@ -1,19 +1,21 @@
-"""The backend policy every generating node shares: auto | local | segmind.
+"""The backend policy every generating node shares: local | auto | segmind.
 
-- local: run here; missing model files -> an error naming each file and folder.
+- local (the default): run here; missing model files -> an error naming each file
+  and folder. Nothing leaves the machine.
 - segmind: call the API; no key (or offline) -> an error saying what to do.
 - auto: local when the needed files are present; else Segmind when a key is set
-  and ComfyUI was not started with --offline / partner nodes disabled; else the
-  local error.
+  (setting a key is the opt-in) and ComfyUI was not started with --offline /
+  partner nodes disabled; else the local error.
 """
 import logging
 import os
 
-from . import comfy, models
+from ..host import comfy, models
 from ..segmind import key
 
 log = logging.getLogger("PoseForge")
-CHOICES = ["auto", "local", "segmind"]
+CHOICES = ["local", "auto", "segmind"]
+DEFAULT = "local"
 
 
 class BackendUnavailable(RuntimeError):
@@ -21,8 +23,10 @@ class BackendUnavailable(RuntimeError):
 
 
 def input_spec():
-    return (CHOICES, {"default": "auto", "tooltip": "auto: local when the model files are present, "
-                      "else Segmind when SEGMIND_API_KEY is set. The key is never stored in the graph."})
+    return (CHOICES, {"default": DEFAULT, "tooltip": (
+        "local: run on this machine (nothing is sent anywhere). segmind: Segmind's paid API. "
+        "auto: local when the model files are present, else Segmind if a SEGMIND_API_KEY is set. "
+        "The key is never stored in the graph.")})
 
 
 def segmind_blocked():
@@ -72,4 +76,13 @@ def report(node, backend, **details):
     details = {k: key.redact(v) if isinstance(v, str) else v for k, v in details.items()}
     extra = "".join(f", {k}={v}" for k, v in details.items())
     log.info("PoseForge %s ran on %s%s", node, backend, extra)
-    return {"backend": [backend], **{k: [v] for k, v in details.items()}}
+    return {"backend": [backend], **{k: v if isinstance(v, list) else [v] for k, v in details.items()}}
+
+
+def run(node, requested, engine, request):
+    """Choose the backend for `engine` (a module with `files(request)`, `local(request)`
+    and `segmind(request)`, each returning (outputs tuple, details dict)), run it, and
+    return the node's {"ui", "result"}."""
+    chosen = choose(requested, engine.files(request))
+    outputs, details = getattr(engine, chosen)(request)
+    return {"ui": report(node, chosen, **details), "result": outputs}

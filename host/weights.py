@@ -1,0 +1,53 @@
+"""The one way the pack opens a weight file: safely, into a plain state dict.
+
+safetensors files are read with safetensors; everything else with
+`torch.load(weights_only=True)`, which refuses pickled code. Inside ComfyUI,
+`comfy.utils.load_torch_file(safe_load=True)` does the same (and knows its own
+formats). The state dict is then handed to the library that builds the network:
+no library's own bare `torch.load` ever sees a user's file.
+"""
+import os
+
+from . import comfy
+
+SAFETENSORS = (".safetensors", ".sft")
+
+
+class WeightFileError(ValueError):
+    pass
+
+
+def load(path):
+    """The tensors in `path` (a dict; nested dicts such as {'params_ema': {...}} are kept)."""
+    utils = comfy.module("comfy.utils")
+    try:
+        if utils is not None and hasattr(utils, "load_torch_file"):
+            return utils.load_torch_file(path, safe_load=True)
+        if path.lower().endswith(SAFETENSORS):
+            from safetensors.torch import load_file
+
+            return load_file(path, device="cpu")
+        import torch
+
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets one clear message
+        raise WeightFileError(f"Cannot read the weight file {path} ({os.path.getsize(path) if os.path.exists(path) else 0} "
+                              f"bytes): {type(exc).__name__}: {str(exc)[:300]}. Is it complete and a real weight "
+                              "file (a .safetensors, or a .pth/.bin holding only tensors)?") from exc
+
+
+def strip_prefix(state_dict, prefix):
+    """`state_dict` with `prefix` removed from every key that has it (e.g. 'module.')."""
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+
+
+def keys(path):
+    """The tensor names in `path` without loading the tensors where the format allows it."""
+    if path.lower().endswith(SAFETENSORS):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return list(f.keys())
+    return list(load(path))
