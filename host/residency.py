@@ -80,8 +80,8 @@ def use(*residents):
 def _patcher(resident, mm):
     if resident.patcher is None:
         import torch
-        from comfy.model_patcher import ModelPatcher
 
+        ModelPatcher = comfy.module("comfy.model_patcher").ModelPatcher
         holder = torch.nn.Module()
         holder.net = resident.net
         holder.pf_key = resident.key

@@ -204,6 +204,20 @@ def _starts(length, tile, overlap):
     return starts
 
 
+def _ramp(length, width, fade_start, fade_end):
+    """Blend weights along one side of a tile: rising over `width` pixels at an edge shared
+    with another tile (so its padding-affected border barely counts), flat at the image border."""
+    import torch
+
+    pos = torch.arange(length, dtype=torch.float32) + 0.5
+    weight = torch.ones(length)
+    if fade_start:
+        weight = torch.minimum(weight, pos / width)
+    if fade_end:
+        weight = torch.minimum(weight, pos.flip(0) / width)
+    return weight
+
+
 def _tiled(net, x, tile, overlap):
     import torch
 
@@ -219,9 +233,8 @@ def _tiled(net, x, tile, overlap):
             for left in _starts(w, tile, overlap):
                 piece = net(x[..., top:top + tile, left:left + tile].to(dev)).float().cpu()
                 th, tw = piece.shape[-2:]
-                ramp_y = torch.minimum(torch.arange(1, th + 1), torch.arange(th, 0, -1)).clamp(max=overlap * s)
-                ramp_x = torch.minimum(torch.arange(1, tw + 1), torch.arange(tw, 0, -1)).clamp(max=overlap * s)
-                weight = (ramp_y[:, None] * ramp_x[None, :]).float()[None, None]
+                weight = (_ramp(th, overlap * s, top > 0, top * s + th < h * s)[:, None]
+                          * _ramp(tw, overlap * s, left > 0, left * s + tw < w * s)[None, :])[None, None]
                 out[..., top * s:top * s + th, left * s:left * s + tw] += piece * weight
                 total[..., top * s:top * s + th, left * s:left * s + tw] += weight
         return out / total

@@ -48,3 +48,60 @@ def api_key(monkeypatch, no_key):
     value = "SG_0123456789abcdef"
     monkeypatch.setenv("SEGMIND_API_KEY", value)
     return value
+
+
+@pytest.fixture
+def comfy_host(monkeypatch):
+    """ComfyUI's model management, patcher and progress bar as stand-ins (see host_stubs);
+    our cache starts empty and is emptied again afterwards."""
+    import host_stubs
+
+    residency = pf("host.residency")
+    residency.release_all()
+    modules = host_stubs.comfy_modules()
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(residency, "_hooked", False)
+    yield modules["comfy.model_management"], modules["comfy.utils"]
+    residency.release_all()
+
+
+# -- random-weight models in the real file formats, built once per session ------
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """One models root that each fixture below adds its files to."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def cf_root(tiny_root):
+    from tiny_models import save_codeformer, save_retinaface
+
+    root = tiny_root
+    save_codeformer(str(root / "facerestore_models"))
+    save_retinaface(str(root / "facedetection"))
+    return root
+
+
+@pytest.fixture
+def with_codeformer(cf_root):
+    pf("host.models").set_models_root(cf_root)
+    yield cf_root
+    pf("host.models").set_models_root(None)
+
+
+@pytest.fixture(scope="session")
+def openpose_root(tiny_root):
+    from tiny_models import save_openpose
+
+    root = tiny_root
+    save_openpose(str(root / "openpose"))
+    return root
+
+
+@pytest.fixture
+def with_openpose(openpose_root, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pf("host.models").set_models_root(openpose_root)
+    yield openpose_root
+    pf("host.models").set_models_root(None)

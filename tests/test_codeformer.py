@@ -7,7 +7,7 @@ import torch
 
 from conftest import PACK, pf
 from fake_segmind import FakeSegmind
-from tiny_models import codeformer_net, save_codeformer, save_retinaface
+from tiny_models import codeformer_net
 
 engine = pf("local.codeformer")
 models = pf("host.models")
@@ -88,21 +88,6 @@ def test_soft_mask_has_no_hard_seam():
 
 
 # -- end to end --------------------------------------------------------------
-@pytest.fixture(scope="session")
-def cf_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    save_codeformer(str(root / "facerestore_models"))
-    save_retinaface(str(root / "facedetection"))
-    return root
-
-
-@pytest.fixture
-def with_codeformer(cf_root):
-    models.set_models_root(cf_root)
-    yield cf_root
-    models.set_models_root(None)
-
-
 def test_restore_faces_in_batches_matches_one_by_one(with_codeformer):
     net, = residency.use(engine.restorer(str(with_codeformer / "facerestore_models" / "codeformer.pth")))
     crops = [engine.align(face_image(seed=s), landmarks_for())[0] for s in range(2)]

@@ -23,6 +23,26 @@ def test_pyproject_matches_requirements():
     assert re.fullmatch(r"\d+\.\d+\.\d+", meta["project"]["version"])
     comfy = meta["tool"]["comfy"]
     assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["requires-comfyui"]
+    assert comfy["requires-comfyui"] == ">=0.3.64"  # the ComfyUI the integration test runs
+
+
+def _names(filename):
+    return [re.split(r"[<>=!~\[; ]", l.strip())[0].lower() for l in _read(filename).splitlines()
+            if l.strip() and not l.startswith("#")]
+
+
+def test_requirements_never_touch_a_users_torch_or_opencv():
+    runtime = _names("requirements.txt")
+    assert not {"torch", "torchvision", "torchaudio"} & set(runtime)  # ComfyUI provides them
+    assert not [n for n in runtime if n.startswith("opencv")]  # the libraries bring their own cv2
+    assert set(_names("requirements-standalone.txt")) == {"torch", "torchvision"}
+    for line in _read("requirements.txt").splitlines():  # a == pin needs its reason on the line above
+        assert "==" not in line or line.startswith("#"), line
+
+
+def test_installed_set_is_consistent():
+    out = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_readme_has_the_two_commands_ci_runs():
@@ -33,7 +53,7 @@ def test_readme_has_the_two_commands_ci_runs():
         ["bash", "-c", "source <(sed -n '/^block()/p' .ci/run); block setup; echo ---; block test"],
         cwd=ROOT, text=True)
     setup, test = out.split("---\n")
-    assert "pip install -r requirements.txt" in setup and "pytest" in test
+    assert "-r requirements-standalone.txt -r requirements.txt" in setup and "pytest" in test
 
 
 def test_pack_import_pulls_in_no_heavy_library():

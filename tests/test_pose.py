@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from conftest import PACK, pf
-from tiny_models import save_openpose
 
 models = pf("host.models")
 residency = pf("host.residency")
@@ -15,21 +14,6 @@ images = pf("host.images")
 render = pf("local.pose_render")
 Extract = PACK.NODE_CLASS_MAPPINGS["PF_OpenPoseExtract"]
 Render = PACK.NODE_CLASS_MAPPINGS["PF_PoseRender"]
-
-
-@pytest.fixture(scope="session")
-def openpose_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    save_openpose(str(root / "openpose"))
-    return root
-
-
-@pytest.fixture
-def with_openpose(openpose_root, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    models.set_models_root(openpose_root)
-    yield openpose_root
-    models.set_models_root(None)
 
 
 def photos(n=3, h=96, w=80, c=3):
@@ -78,14 +62,35 @@ def test_models_cached_between_runs_and_released(with_openpose):
     assert residency.cached_keys() == []
 
 
-def test_missing_weights_name_each_file(models_root, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(models_root / "hf"))
+@pytest.fixture
+def hf_cache(models_root, monkeypatch):
+    """An empty Hugging Face cache of the test's own. huggingface_hub reads HF_HUB_CACHE once,
+    at import, so the path it uses is patched where it keeps it, not in the environment."""
+    from huggingface_hub import constants
+
+    cache = models_root / "hf"
+    cache.mkdir(parents=True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_missing_weights_name_each_file(hf_cache):
+    models_root = hf_cache.parent
     with pytest.raises(models.MissingModelFiles) as err:
         Extract().extract(photos(1), detect_hands=True)
     text = str(err.value)
     assert "body_pose_model.pth" in text and "hand_pose_model.pth" in text and "facenet.pth" not in text
     assert str(models_root / "openpose") in text and "lllyasviel/Annotators" in text
+
+
+def test_files_in_an_existing_hf_cache_are_used(hf_cache, openpose_root):
+    snapshot = hf_cache / "models--lllyasviel--Annotators" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    (hf_cache / "models--lllyasviel--Annotators" / "refs").mkdir()
+    (hf_cache / "models--lllyasviel--Annotators" / "refs" / "main").write_text("0123abc")
+    (snapshot / "body_pose_model.pth").symlink_to(openpose_root / "openpose" / "body_pose_model.pth")
+    pose_map, frames, _ = Extract().extract(photos(1), resolution=64)["result"]
+    assert pose_map.shape == (1, 96, 80, 3) and len(frames) == 1
 
 
 @pytest.mark.parametrize("shape", [(1, 40, 30, 1), (1, 40, 30, 4), (2, 1, 1, 3), (40, 30, 3)])
