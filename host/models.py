@@ -88,6 +88,17 @@ def list_files(folder):
     return sorted(found)
 
 
+def list_dirs(folder, marker="model_index.json"):
+    """Sub-folders of `folder` holding `marker` (diffusers pipelines), relative, for a combo input."""
+    found = set()
+    for base in folder_dirs(folder):
+        if os.path.isdir(base):
+            for name in os.listdir(base):
+                if os.path.exists(os.path.join(base, name, marker)):
+                    found.add(name)
+    return sorted(found)
+
+
 def find(folder, filename):
     """Full path of `filename` in `folder`, or None."""
     for base in folder_dirs(folder):

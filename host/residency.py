@@ -53,15 +53,23 @@ class Resident:
 
 def get(key, load):
     """The network cached under `key`, built by `load()` (a torch module, on CPU) the first time."""
+    return get_group({None: key}, lambda: {None: load()})[None]
+
+
+def get_group(keys, load):
+    """{name: Resident} for networks that load together (the parts of one checkpoint):
+    `keys` {name: cache key}; `load()` -> {name: torch module}, called only when one is missing."""
     with _lock:
-        found = _cache.get(key)
-    if found is not None:
+        found = {name: _cache.get(k) for name, k in keys.items()}
+    if all(found.values()):
         return found
     _hook_host()
-    net = load()
-    net.eval()
+    nets = load()
     with _lock:
-        return _cache.setdefault(key, Resident(key, net))
+        for name, k in keys.items():
+            nets[name].eval()
+            found[name] = _cache.setdefault(k, Resident(k, nets[name]))
+    return found
 
 
 def use(*residents):

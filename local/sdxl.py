@@ -1,0 +1,351 @@
+"""SDXL text-to-image and SDXL + OpenPose ControlNet sampling through diffusers.
+
+Files: an SDXL checkpoint (one file in the original LDM/SGM layout, or a diffusers
+folder) and optionally a ControlNet (a diffusers-key file such as thibaud's
+OpenPoseXL2.safetensors, or a diffusers folder such as xinsir's). Always offline:
+diffusers gets the configs that ship in `sdxl_config/` (or the diffusers config
+that sits beside the file: `<name>.config/` for a checkpoint, `config.json` in a
+ControlNet's folder) and `local_files_only`; the CLIP tokenizer comes from
+ComfyUI's own `comfy/sd1_tokenizer/` inside the host and from `clip_vocab/`
+(MIT, OpenAI CLIP's BPE) outside it. Nothing global is set.
+
+Each component (text encoders, UNet, ControlNet, VAE) is a Resident of
+host/residency.py and is on the device only for its phase: encode, sample, decode.
+The VAE is kept in fp32, so fp16 runs never decode black images.
+"""
+import functools
+import logging
+import os
+
+from ..host import device, residency, weights
+from . import libs
+
+log = logging.getLogger("PoseForge")
+HERE = os.path.dirname(os.path.abspath(__file__))
+CONFIG_DIR = os.path.join(HERE, "sdxl_config")
+CONTROLNET_CONFIG_DIR = os.path.join(CONFIG_DIR, "controlnet")
+VOCAB_DIR = os.path.join(HERE, "clip_vocab")
+SDXL_SOURCE = "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0 (sd_xl_base_1.0.safetensors)"
+OPENPOSE_SOURCE = ("https://huggingface.co/thibaud/controlnet-openpose-sdxl-1.0 (OpenPoseXL2.safetensors) or "
+                   "https://huggingface.co/xinsir/controlnet-openpose-sdxl-1.0 (folder)")
+OTHER_CONTROLS = ("canny", "depth", "scribble", "softedge", "lineart", "tile", "seg", "normal", "mlsd", "inpaint",
+                  "blur", "hed", "sketch", "recolor", "qrcode")
+
+# Segmind's scheduler names (segmind-api.md 2.2) -> the diffusers scheduler meaning the same.
+SCHEDULERS = {
+    "DDIM": ("DDIMScheduler", {}),
+    "DPM Multi": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "DPM Single": ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "Heun": ("HeunDiscreteScheduler", {}),
+    "DPM2 a Karras": ("KDPM2AncestralDiscreteScheduler", {"use_karras_sigmas": True}),
+    "DPM2 Karras": ("KDPM2DiscreteScheduler", {"use_karras_sigmas": True}),
+    "LMS": ("LMSDiscreteScheduler", {}),
+    "PNDM": ("PNDMScheduler", {}),
+    "DDPM": ("DDPMScheduler", {}),
+    "UniPC": ("UniPCMultistepScheduler", {}),
+}
+
+
+class ModelFamilyError(ValueError):
+    pass
+
+
+# -- what a file is ------------------------------------------------------------
+def checkpoint_family(keys):
+    """The model family a checkpoint's tensor names say it is."""
+    def has(prefix):
+        return any(k.startswith(prefix) for k in keys)
+
+    if has("conditioner.embedders.1.model.") and has("model.diffusion_model.label_emb."):
+        return "SDXL" if has("conditioner.embedders.0.transformer.") else "SDXL refiner"
+    if has("model.diffusion_model.joint_blocks."):
+        return "SD3"
+    if has("double_blocks.") or has("model.diffusion_model.double_blocks."):
+        return "Flux"
+    if has("cond_stage_model.transformer."):
+        return "SD1.x"
+    if has("cond_stage_model.model."):
+        return "SD2.x"
+    if has("model.diffusion_model.label_emb.") or has("label_emb."):
+        return "SDXL UNet alone (no text encoders or VAE)"
+    if has("down_blocks.") and has("time_embedding."):
+        return "a diffusers UNet/ControlNet file, not a whole checkpoint"
+    return "not a Stable Diffusion checkpoint"
+
+
+def controlnet_family(keys):
+    keys = set(keys)
+    if "controlnet_cond_embedding.conv_in.weight" in keys:  # diffusers layout
+        if "add_embedding.linear_1.weight" not in keys:
+            return "SD1.x/2.x ControlNet"
+        if "task_embedding" in keys or any(k.startswith("controlnet_mode_embedding") for k in keys):
+            return "SDXL ControlNet Union"
+        return "SDXL ControlNet"
+    hint = {k[len("control_model."):] if k.startswith("control_model.") else k for k in keys}
+    if "input_hint_block.0.weight" in hint:
+        return "SDXL ControlNet" if "label_emb.0.0.weight" in hint else "SD1.x/2.x ControlNet"
+    if any("lora" in k for k in keys):
+        return "Control-LoRA"
+    if any(k.startswith("adapter.") or k.startswith("body.") for k in keys):
+        return "T2I-Adapter"
+    return "not a ControlNet"
+
+
+def check_checkpoint(path):
+    """Refuse anything but an SDXL base-layout checkpoint, naming the file and what it is."""
+    if os.path.isdir(path):
+        index = os.path.join(path, "model_index.json")
+        kind = _json(index).get("_class_name", "?") if os.path.exists(index) else "a folder without model_index.json"
+        if kind not in ("StableDiffusionXLPipeline", "StableDiffusionXLControlNetPipeline"):
+            raise ModelFamilyError(f"{path} is {kind}, not an SDXL diffusers folder (StableDiffusionXLPipeline).")
+        return
+    family = checkpoint_family(weights.keys(path))
+    if family != "SDXL":
+        raise ModelFamilyError(f"{os.path.basename(path)} is {family}, not an SDXL checkpoint: choose an SDXL base "
+                               f"model or a fine-tune of it ({SDXL_SOURCE}).")
+
+
+def check_controlnet(path):
+    family = controlnet_family(weights.keys(_controlnet_weights(path)))
+    if family != "SDXL ControlNet":
+        raise ModelFamilyError(f"{os.path.basename(path)} is {family}, not an SDXL OpenPose ControlNet "
+                               f"({OPENPOSE_SOURCE}).")
+    name = os.path.basename(path.rstrip("/\\")).lower() + " " + os.path.basename(os.path.dirname(path)).lower()
+    other = [w for w in OTHER_CONTROLS if w in name]
+    if other and "pose" not in name:
+        raise ModelFamilyError(f"{os.path.basename(path)} looks like a {other[0]} ControlNet (by its name; the weights "
+                               f"cannot tell): the pose nodes need an OpenPose one ({OPENPOSE_SOURCE}).")
+
+
+def _controlnet_weights(path):
+    if os.path.isdir(path):
+        for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+                     "diffusion_pytorch_model.bin"):
+            if os.path.exists(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise ModelFamilyError(f"{path} holds no diffusion_pytorch_model weights.")
+    return path
+
+
+def _json(path):
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def identity(path):
+    """Cache identity of a file or folder: real path, size and modification time."""
+    st = os.stat(path)
+    return os.path.realpath(path), st.st_size, st.st_mtime_ns
+
+
+def torch_dtype(name):
+    import torch
+
+    if name == "auto":
+        dev = device.torch_device()
+        return torch.float16 if dev.type == "cuda" else torch.float32
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
+
+
+# -- loading -------------------------------------------------------------------
+def tokenizers():
+    """(tokenizer, tokenizer_2) for SDXL: CLIP BPE with 77 tokens; the second pads with '!'."""
+    folder = VOCAB_DIR
+    comfy_root = _comfy_root()
+    if comfy_root and os.path.exists(os.path.join(comfy_root, "sd1_tokenizer", "vocab.json")):
+        folder = os.path.join(comfy_root, "sd1_tokenizer")
+    return _tokenizers(folder)
+
+
+@functools.lru_cache(maxsize=2)
+def _tokenizers(folder):
+    CLIPTokenizer = libs.transformers().CLIPTokenizer
+    files = (os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
+    return (CLIPTokenizer(*files, model_max_length=77),
+            CLIPTokenizer(*files, model_max_length=77, pad_token="!"))
+
+
+def _comfy_root():
+    import sys
+
+    comfy = sys.modules.get("comfy")
+    path = getattr(comfy, "__path__", None)
+    return list(path)[0] if path else None
+
+
+def checkpoint(path, dtype_name="auto"):
+    """{text_encoder, text_encoder_2, unet, vae} Residents of an SDXL checkpoint, loaded at
+    first use with accelerate's low-memory path and cached by file identity."""
+    ident = identity(path)
+    names = ("text_encoder", "text_encoder_2", "unet", "vae")
+
+    def load():
+        import torch
+
+        diffusers = libs.diffusers()
+        check_checkpoint(path)
+        dtype = torch_dtype(dtype_name)
+        tok, tok2 = tokenizers()
+        common = dict(torch_dtype=dtype, local_files_only=True, tokenizer=tok, tokenizer_2=tok2,
+                      low_cpu_mem_usage=True)
+        if os.path.isdir(path):
+            pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(path, **common)
+        else:
+            beside = os.path.splitext(path)[0] + ".config"
+            config = beside if os.path.exists(os.path.join(beside, "model_index.json")) else CONFIG_DIR
+            pipe = diffusers.StableDiffusionXLPipeline.from_single_file(path, config=config, **common)
+        log.info("PoseForge: loaded SDXL %s (%s)", os.path.basename(path), dtype)
+        parts = {name: getattr(pipe, name) for name in names}
+        parts["vae"] = parts["vae"].to(torch.float32)  # decode in fp32: no black fp16 images
+        return parts
+
+    return residency.get_group({n: ("sdxl", n, ident, dtype_name) for n in names}, load)
+
+
+def controlnet(path, dtype_name="auto"):
+    """The ControlNet Resident of `path` (a diffusers-key file or a diffusers folder)."""
+    def load():
+        diffusers = libs.diffusers()
+        check_controlnet(path)
+        weights_file = _controlnet_weights(path)
+        folder = os.path.dirname(weights_file)
+        config = folder if os.path.exists(os.path.join(folder, "config.json")) else CONTROLNET_CONFIG_DIR
+        return diffusers.ControlNetModel.from_single_file(weights_file, config=config, local_files_only=True,
+                                                         torch_dtype=torch_dtype(dtype_name),
+                                                         low_cpu_mem_usage=True)
+
+    return residency.get(("controlnet", identity(path), dtype_name), load)
+
+
+def scheduler(name, config_source):
+    """The diffusers scheduler for Segmind's scheduler `name`, from the checkpoint's scheduler config."""
+    if name not in SCHEDULERS:
+        raise ValueError(f"Unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}.")
+    cls_name, options = SCHEDULERS[name]
+    cls = getattr(libs.diffusers(), cls_name)
+    return cls.from_config(_json(config_source), **options)
+
+
+def scheduler_config_path(ckpt_path):
+    if os.path.isdir(ckpt_path):
+        return os.path.join(ckpt_path, "scheduler", "scheduler_config.json")
+    beside = os.path.splitext(ckpt_path)[0] + ".config"
+    base = beside if os.path.isdir(beside) else CONFIG_DIR
+    return os.path.join(base, "scheduler", "scheduler_config.json")
+
+
+# -- sampling, phase by phase -----------------------------------------------------
+_PINNED = {}
+
+
+def _pipeline(nets, sched, cn_net, dev):
+    """A diffusers SDXL (ControlNet) pipeline over the given modules whose execution device is
+    `dev`, whatever device the idle components sit on (they are moved phase by phase)."""
+    diffusers = libs.diffusers()
+    base = diffusers.StableDiffusionXLControlNetPipeline if cn_net is not None else diffusers.StableDiffusionXLPipeline
+    if base not in _PINNED:
+        _PINNED[base] = type(base.__name__, (base,), {"_execution_device": property(lambda self: self._pf_device)})
+    extra = {"controlnet": cn_net} if cn_net is not None else {}
+    pipe = _PINNED[base](vae=nets["vae"], text_encoder=nets["text_encoder"], text_encoder_2=nets["text_encoder_2"],
+                         tokenizer=tokenizers()[0], tokenizer_2=tokenizers()[1], unet=nets["unet"],
+                         scheduler=sched, add_watermarker=False, **extra)
+    pipe._pf_device = dev
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(request, step):
+    """Run one SDXL job. request: ckpt, controlnet (path or None), dtype, prompt, negative_prompt,
+    width, height, steps, guidance, scheduler, seed, samples, and for ControlNet runs `poses`
+    (list of HxWx3 uint8 maps), controlnet_scale, control_start, control_end.
+    `step(preview=None)` is called after every sampler step. Returns a list of HxWx3 float32
+    arrays in 0..1: per pose (or once without poses), `samples` images with seeds seed, seed+1, ..."""
+    import torch
+
+    dev = device.torch_device()
+    parts = checkpoint(request["ckpt"], request["dtype"])
+    cn = controlnet(request["controlnet"], request["dtype"]) if request.get("controlnet") else None
+    sched = scheduler(request["scheduler"], scheduler_config_path(request["ckpt"]))
+    pipe = _pipeline({name: r.net for name, r in parts.items()}, sched, cn.net if cn else None, dev)
+    samples, guidance = request["samples"], request["guidance"]
+
+    with torch.no_grad():  # phase 1: text encoders
+        residency.use(parts["text_encoder"], parts["text_encoder_2"])
+        embeds = pipe.encode_prompt(prompt=request["prompt"], device=dev, num_images_per_prompt=samples,
+                                    do_classifier_free_guidance=guidance > 1.0,
+                                    negative_prompt=request.get("negative_prompt") or None)
+    names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+    embeds = dict(zip(names, embeds))
+
+    residency.use(parts["unet"], *([cn] if cn else []))  # phase 2: UNet (+ ControlNet)
+    preview = _previewer()
+    poses = request.get("poses") or [None]
+    latents = []
+
+    def on_step(pipe_, i, t, kwargs):
+        step(preview=preview(kwargs["latents"]) if preview else None)
+        return kwargs
+
+    for index, pose in enumerate(poses):
+        first = request["seed"] + index * samples
+        generators = [torch.Generator("cpu").manual_seed(first + k) for k in range(samples)]
+        args = dict(embeds, width=request["width"], height=request["height"],
+                    num_inference_steps=request["steps"], guidance_scale=guidance, generator=generators,
+                    num_images_per_prompt=samples, output_type="latent", callback_on_step_end=on_step)
+        if cn is not None:
+            args.update(image=_pil(pose), controlnet_conditioning_scale=request["controlnet_scale"],
+                        control_guidance_start=request["control_start"], control_guidance_end=request["control_end"])
+        latents.append(pipe(**args).images)
+
+    vae, = residency.use(parts["vae"])  # phase 3: VAE, in fp32
+    return [img for batch in latents for img in decode(vae, batch)]
+
+
+def decode(vae, latents):
+    """SDXL latents -> list of HxWx3 float32 arrays in 0..1 (VAE in its own dtype, fp32 here)."""
+    import torch
+
+    with torch.no_grad():
+        scaled = latents.to(next(vae.parameters()).device, torch.float32)
+        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        if mean is not None and std is not None:
+            mean = torch.tensor(mean).view(1, -1, 1, 1).to(scaled)
+            std = torch.tensor(std).view(1, -1, 1, 1).to(scaled)
+            scaled = scaled * std / vae.config.scaling_factor + mean
+        else:
+            scaled = scaled / vae.config.scaling_factor
+        images = vae.decode(scaled.to(vae.dtype)).sample
+    images = ((images.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+    return list(images)
+
+
+def _pil(pose):
+    from PIL import Image
+
+    return Image.fromarray(pose)
+
+
+def _previewer():
+    """latents -> a small PIL preview, using ComfyUI's own SDXL latent->RGB factors inside the
+    host (no previews outside it: nothing would show them)."""
+    import sys
+
+    formats = sys.modules.get("comfy.latent_formats")
+    if formats is None or not hasattr(formats, "SDXL"):
+        return None
+    import torch
+    from PIL import Image
+
+    fmt = formats.SDXL()
+    factors = torch.tensor(fmt.latent_rgb_factors)
+    bias = torch.tensor(getattr(fmt, "latent_rgb_factors_bias", None) or [0.0, 0.0, 0.0])
+
+    def preview(latents):
+        rgb = torch.einsum("chw,cr->hwr", latents[0].float().cpu(), factors) + bias
+        return Image.fromarray(((rgb.clamp(-1, 1) + 1) * 127.5).byte().numpy())
+
+    return preview
