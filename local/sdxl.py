@@ -200,7 +200,8 @@ def checkpoint(path, dtype_name="auto"):
             pipe = diffusers.StableDiffusionXLPipeline.from_single_file(path, config=config, **common)
         log.info("PoseForge: loaded SDXL %s (%s)", os.path.basename(path), dtype)
         parts = {name: getattr(pipe, name) for name in names}
-        parts["vae"] = parts["vae"].to(torch.float32)  # decode in fp32: no black fp16 images
+        if parts["vae"].dtype != torch.float32:
+            parts["vae"] = parts["vae"].to(torch.float32)  # decode in fp32: no black fp16 images
         return parts
 
     return residency.get_group({n: ("sdxl", n, ident, dtype_name) for n in names}, load)
@@ -275,7 +276,7 @@ def generate(request, step):
 
     with torch.no_grad():  # phase 1: text encoders
         residency.use(parts["text_encoder"], parts["text_encoder_2"])
-        embeds = pipe.encode_prompt(prompt=request["prompt"], device=dev, num_images_per_prompt=samples,
+        embeds = pipe.encode_prompt(prompt=request["prompt"], device=dev, num_images_per_prompt=1,
                                     do_classifier_free_guidance=guidance > 1.0,
                                     negative_prompt=request.get("negative_prompt") or None)
     names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
