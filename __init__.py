@@ -7,11 +7,12 @@ facexlib, diffusers, ...) load inside the functions that need them.
 import logging
 
 from .host import models
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, routes
 from .segmind.key import RedactKey
 
 logging.getLogger("PoseForge").addFilter(RedactKey())
 models.register_folders()
+routes.register()
 
 WEB_DIRECTORY = "./web"
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -143,3 +143,20 @@ def _hook_host():
     unload_all_models.__wrapped__ = original
     mm.unload_all_models = unload_all_models
     _hooked = True
+
+
+def registered():
+    """Our networks ComfyUI's memory manager currently holds: [{"model", "bytes"}] (empty outside ComfyUI)."""
+    mm = comfy.module("comfy.model_management")
+    if mm is None:
+        return []
+    return [{"model": _label(loaded.model.model.pf_key), "bytes": loaded.model_memory()}
+            for loaded in mm.current_loaded_models
+            if loaded.model is not None and hasattr(loaded.model.model, "pf_key")]
+
+
+def _label(key):
+    """'openpose/body', 'codeformer', 'sdxl/unet/auto': a cache key without its file paths."""
+    import os
+
+    return "/".join(part for part in key if isinstance(part, str) and not os.path.isabs(part))
