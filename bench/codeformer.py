@@ -48,10 +48,13 @@ def main():
     crops, matrices = zip(*(engine.align(img, lm) for lm in marks))
     engine.restore_faces(net, [crops[0]], 0.5)  # warm-up
 
-    batched, faces = timed(lambda: engine.restore_faces(net, list(crops), 0.5, batch_size=4))
+    chosen = engine.device.batch_size(8)
+    batched, _ = timed(lambda: engine.restore_faces(net, list(crops), 0.5, batch_size=4))
+    node_choice, _ = timed(lambda: engine.restore_faces(net, list(crops), 0.5))
     loop, _ = timed(lambda: [engine.restore_faces(net, [c], 0.5, batch_size=1)[0] for c in crops])
     print(f"device {engine.device.torch_device()}; weights {os.path.dirname(cf_path)}")
-    print(f"restore 4 faces: batched {batched:.2f} s, per-face loop {loop:.2f} s, loop/batched {loop / batched:.2f}x",
+    print(f"restore 4 faces: batch of 4 {batched:.2f} s, per-face loop {loop:.2f} s, loop/batched {loop / batched:.2f}x; "
+          f"the device's choice (batch {chosen}) {node_choice:.2f} s, loop/choice {loop / node_choice:.2f}x",
           flush=True)
 
     def reference():  # detect, align, restore each face, paste back
