@@ -79,10 +79,20 @@ def use(*residents):
     if mm is None:
         dev = device.torch_device()
         for r in residents:
-            r.net.to(dev)
+            if not _already_on(r.net, dev):
+                r.net.to(dev)
     else:
         mm.load_models_gpu([_patcher(r, mm) for r in residents], force_full_load=True)
     return tuple(r.net for r in residents)
+
+
+def _already_on(net, dev):
+    """True when `net`'s weights sit on `dev` (skips a .to(), which some libraries make costly)."""
+    first = next(iter(net.parameters()), None)
+    if first is None:
+        return False
+    here = first.device
+    return here.type == dev.type and (here.index or 0) == (dev.index or 0)
 
 
 def _patcher(resident, mm):
