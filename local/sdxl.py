@@ -186,8 +186,8 @@ def checkpoint(path, dtype_name="auto"):
     def load():
         import torch
 
+        check_checkpoint(path)  # reads the tensor names only: before any heavy import or load
         diffusers = libs.diffusers()
-        check_checkpoint(path)
         dtype = torch_dtype(dtype_name)
         tok, tok2 = tokenizers()
         common = dict(torch_dtype=dtype, local_files_only=True, tokenizer=tok, tokenizer_2=tok2,
@@ -210,8 +210,8 @@ def checkpoint(path, dtype_name="auto"):
 def controlnet(path, dtype_name="auto"):
     """The ControlNet Resident of `path` (a diffusers-key file or a diffusers folder)."""
     def load():
-        diffusers = libs.diffusers()
         check_controlnet(path)
+        diffusers = libs.diffusers()
         weights_file = _controlnet_weights(path)
         folder = os.path.dirname(weights_file)
         config = folder if os.path.exists(os.path.join(folder, "config.json")) else CONTROLNET_CONFIG_DIR

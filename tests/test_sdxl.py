@@ -227,7 +227,12 @@ def test_segmind_text2image_maps_fields(fake, api_key):
     image = out["result"][0]
     assert image.shape == (2, 768, 512, 3) and out["ui"]["backend"] == ["segmind"]
     bodies = [b for _, _, b in fake.requests]
-    assert [b["seed"] for b in bodies] == [7, 8]
+    assert sorted(b["seed"] for b in bodies) == [7, 8]  # sent concurrently: arrival order varies
+    import hashlib
+
+    for k, seed in enumerate((7, 8)):  # ...but the images come back in sample order
+        colour = hashlib.sha256(f"a red cube|{seed}".encode()).digest()[:3]
+        assert torch.allclose(image[k, 0, 0], torch.tensor(list(colour)) / 255.0, atol=1 / 255)
     assert all(b["prompt"] == "a red cube" and b["negative_prompt"] == "blurry" and b["img_width"] == 512
                and b["img_height"] == 768 and b["num_inference_steps"] == 25 and b["scheduler"] == "Euler"
                and b["guidance_scale"] == 5.0 and b["samples"] == 1 and b["refiner"] is False for b in bodies)
