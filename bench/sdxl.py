@@ -1,11 +1,17 @@
-"""PF_SDXLOpenPose versus diffusers' SDXL ControlNet pipeline called directly, on the same
-tiny random-weight files (tests/tiny_sdxl.py), with identical arguments; and the node's
-cold run (first in the process: loads the single file) versus warm runs.
+"""SDXL: the node against what it wraps, and against ComfyUI's own path.
+
+(a) PF_SDXLOpenPose versus diffusers' SDXL ControlNet pipeline called directly, on the
+same tiny random-weight files (tests/tiny_sdxl.py), with identical arguments; and the
+node's cold run (first in the process: loads the single file) versus warm runs.
 
     python bench/sdxl.py [steps] [size] [repeats]
 
-The real-architecture side by side with ComfyUI's loader and KSampler (6.9 GB of weights)
-is not part of this script yet.
+(b) A real-architecture SDXL (random fp16 weights built from local/sdxl_config/, written
+as an LDM single file of ~6.9 GB under bench/out/), loaded and sampled by ComfyUI's own
+checkpoint loader + KSampler and by PoseForge, each in its own process (so peak memory is
+each side's own), one after the other in one run: load time, peak RSS, seconds per step.
+
+    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/python python bench/sdxl.py real [size] [steps]
 """
 import os
 import statistics
@@ -75,5 +81,131 @@ def main(steps=8, size=128, repeats=5):
           f"cold/warm {cold / warm:.1f}x")
 
 
+# -- (b) real architecture, side by side with ComfyUI ----------------------------
+REAL = os.path.join(ROOT, "bench", "out", "checkpoints", "sdxl_real_random_fp16.safetensors")
+
+
+def build_real():
+    """The real SDXL architecture with random fp16 weights, as an LDM single file."""
+    if os.path.exists(REAL):
+        return REAL
+    import json
+
+    import tiny_sdxl
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfg = os.path.join(ROOT, "local", "sdxl_config")
+
+    def config(part):
+        with open(os.path.join(cfg, part, "config.json")) as f:
+            return json.load(f)
+
+    torch.set_default_dtype(torch.float16)  # build straight in fp16: 6.9 GB, not 14
+    with init_empty_weights():
+        parts = {"unet": UNet2DConditionModel.from_config(config("unet")),
+                 "vae": AutoencoderKL.from_config(config("vae")),
+                 "text_encoder": CLIPTextModel(CLIPTextConfig(**config("text_encoder"))),
+                 "text_encoder_2": CLIPTextModelWithProjection(CLIPTextConfig(**config("text_encoder_2")))}
+    torch.set_default_dtype(torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    for net in parts.values():
+        net.to_empty(device="cpu")
+        with torch.no_grad():
+            for name, p in net.named_parameters():
+                if p.ndim == 1 and "norm" in name:
+                    p.fill_(1.0 if name.endswith("weight") else 0.0)
+                else:
+                    p.normal_(0.0, 0.02, generator=gen)
+            for b in net.buffers():
+                b.zero_()
+    sd = {**tiny_sdxl.unet_to_ldm(parts["unet"]), **tiny_sdxl.vae_to_ldm(parts["vae"]),
+          **tiny_sdxl.clip_l_to_ldm(parts["text_encoder"]), **tiny_sdxl.open_clip_to_ldm(parts["text_encoder_2"])}
+    os.makedirs(os.path.dirname(REAL), exist_ok=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, REAL)
+    return REAL
+
+
+def side_comfyui(path, size, steps):
+    sys.path.insert(0, os.environ["COMFYUI_DIR"])
+    sys.argv = [sys.argv[0], "--cpu"]
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+    import comfy.sd
+    import nodes
+
+    t = time.perf_counter()
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True)
+    load = time.perf_counter() - t
+    pos = nodes.CLIPTextEncode().encode(clip, "a dancer on a stage")[0]
+    neg = nodes.CLIPTextEncode().encode(clip, "blurry")[0]
+    latent = nodes.EmptyLatentImage().generate(size, size, 1)[0]
+    times = {}
+    for n in (1, steps):
+        t = time.perf_counter()
+        nodes.KSampler().sample(model, 3, n, 6.0, "euler", "normal", pos, neg, latent)
+        times[n] = time.perf_counter() - t
+    return load, times
+
+
+def side_poseforge(path, size, steps):
+    pack = load_pack()
+    models = submodule(pack, "host.models")
+    models.set_models_root(os.path.dirname(os.path.dirname(path)))  # bench/out: its checkpoints/ folder
+    engine = submodule(pack, "local.sdxl")
+    t = time.perf_counter()
+    engine.checkpoint(path, "auto")["unet"]
+    load = time.perf_counter() - t
+    handle = {"ckpt": ("checkpoints", os.path.basename(path)), "controlnet": None, "dtype": "auto"}
+    node = pack.NODE_CLASS_MAPPINGS["PF_SDXLText2Image"]()
+    times = {}
+    for n in (1, steps):
+        t = time.perf_counter()
+        node.generate(prompt="a dancer on a stage", negative_prompt="blurry", width=size, height=size,
+                      num_inference_steps=n, guidance_scale=6.0, scheduler="Euler", seed=3, samples=1,
+                      backend="local", sdxl=handle)
+        times[n] = time.perf_counter() - t
+    return load, times
+
+
+def side(name, path, size, steps):
+    import json
+    import resource
+
+    load, times = (side_comfyui if name == "comfyui" else side_poseforge)(path, size, steps)
+    print("RESULT " + json.dumps({"load_s": load, "step_s": (times[steps] - times[1]) / (steps - 1),
+                                  "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}))
+
+
+def main_real(size=512, steps=3):
+    import json
+    import subprocess
+
+    path = build_real()
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    results = {}
+    for name in ("comfyui", "poseforge"):
+        out = subprocess.run([python, os.path.abspath(__file__), "_side", name, path, str(size), str(steps)],
+                             capture_output=True, text=True, env=dict(os.environ, POSEFORGE_MODELS=""))
+        line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+        if not line:
+            sys.exit(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+        results[name] = json.loads(line[0][7:])
+    c, p = results["comfyui"], results["poseforge"]
+    print(f"real-architecture SDXL (random fp16 weights, {os.path.getsize(path) / 2 ** 30:.2f} GiB file), "
+          f"{size}x{size}, Euler, CFG 6, CPU threads {torch.get_num_threads()}")
+    print(f"{'':14s}{'ComfyUI':>10s}{'PoseForge':>11s}{'ratio':>8s}")
+    for key, label in (("load_s", "load (s)"), ("peak_gib", "peak (GiB)"), ("step_s", "s/step")):
+        print(f"{label:14s}{c[key]:10.2f}{p[key]:11.2f}{p[key] / c[key]:8.2f}")
+
+
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:4]))
+    if sys.argv[1:2] == ["real"]:
+        main_real(*(int(a) for a in sys.argv[2:4]))
+    elif sys.argv[1:2] == ["_side"]:
+        side(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    else:
+        main(*(int(a) for a in sys.argv[1:4]))

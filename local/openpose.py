@@ -1,12 +1,14 @@
 """OpenPose body / hand / face detection through controlnet-aux.
 
 Weights: body_pose_model.pth, hand_pose_model.pth, facenet.pth from the
-`openpose` model folder, or from a Hugging Face cache the user already has
-(lllyasviel/Annotators). Nothing is downloaded. The networks are built by
+`openpose` model folder, else from comfyui_controlnet_aux's annotator folder or a
+Hugging Face cache the user already has (lllyasviel/Annotators). Nothing is downloaded. The networks are built by
 controlnet-aux's classes, filled through our safe loader (host/weights.py) and
 kept by the shared residency mechanism (host/residency.py).
 """
-from ..host import models, residency, weights
+import numpy as np
+
+from ..host import comfy, models, residency, weights
 from . import pose_render
 
 SOURCE = "https://huggingface.co/lllyasviel/Annotators"
@@ -19,15 +21,37 @@ def wanted(hands, face):
 
 
 def locate(wanted_files):
-    """Paths for each wanted file (models folder first, then the HF cache); raises
-    MissingModelFiles naming every file that is in neither."""
+    """Paths for each wanted file: the models folder first, then comfyui_controlnet_aux's
+    annotator folder, then an existing HF cache; raises MissingModelFiles naming every file
+    that is in none of them."""
     paths, absent = [], []
     for entry in wanted_files:
-        path = models.find(entry[0], entry[1]) or _hf_cached(entry[1])
+        path = models.find(entry[0], entry[1]) or _aux_annotator(entry[1]) or _hf_cached(entry[1])
         (paths if path else absent).append(path or entry)
     if absent:
         raise models.MissingModelFiles(absent, hint="Download them from " + SOURCE + " into the 'openpose' folder.")
     return paths
+
+
+def aux_annotator_dirs():
+    """Where comfyui_controlnet_aux keeps lllyasviel/Annotators: AUX_ANNOTATOR_CKPTS_PATH when
+    set, and its ckpts/ folder in each custom_nodes directory."""
+    import os
+
+    roots = [os.environ["AUX_ANNOTATOR_CKPTS_PATH"]] if os.environ.get("AUX_ANNOTATOR_CKPTS_PATH") else []
+    fp = comfy.module("folder_paths")
+    if fp is not None and "custom_nodes" in fp.folder_names_and_paths:
+        roots += [os.path.join(d, "comfyui_controlnet_aux", "ckpts") for d in fp.get_folder_paths("custom_nodes")]
+    return [os.path.join(root, "lllyasviel", "Annotators") for root in roots]
+
+
+def _aux_annotator(filename):
+    import os
+
+    for folder in aux_annotator_dirs():
+        if os.path.isfile(os.path.join(folder, filename)):
+            return os.path.join(folder, filename)
+    return None
 
 
 def _hf_cached(filename):
@@ -87,17 +111,71 @@ def detect_resized(photo, resolution):
     return resize_image(photo, resolution)
 
 
+FACE_PEAK = 0.05  # controlnet-aux's face heatmap threshold
+
+
+def face_points(estimator, body, bgr):
+    """The 70 OpenPose face points of `body` in pixels of `bgr`, each at its own index (None when
+    its heatmap is empty). controlnet-aux's own peak extraction skips empty channels, which
+    shifts every later index; this keeps them."""
+    from controlnet_aux.open_pose import util
+
+    box = util.faceDetect(body, bgr)
+    if box is None:
+        return None
+    x, y, w = box
+    heatmaps = estimator(bgr[y:y + w, x:x + w, :])
+    points = []
+    for channel in heatmaps[:pose_render.COUNTS["face_keypoints_2d"]]:
+        if channel.max() <= FACE_PEAK:
+            points.append(None)
+            continue
+        py, px = np.unravel_index(np.argmax(channel), channel.shape)
+        points.append(None if px < 1e-6 or py < 1e-6 else (float(px + x), float(py + y)))  # as controlnet-aux
+    return points
+
+
+def detect_people(det, image, hands=False, face=False):
+    """controlnet-aux's detect_poses on an RGB uint8 image at detect size, with index-keeping
+    faces: [{"body": [(x, y) | None] * 18, "left_hand"/"right_hand": [(x, y) | None] * 21 | None,
+    "face": [(x, y) | None] * 70 | None}], coordinates normalized to the image."""
+    import torch
+
+    bgr = image[:, :, ::-1].copy()
+    H, W = bgr.shape[:2]
+
+    def norm(points):
+        return None if points is None else [None if p is None or p[0] < 0 or p[1] < 0 else (p[0] / W, p[1] / H)
+                                            for p in points]
+
+    people = []
+    with torch.no_grad():
+        candidate, subset = det.body_estimation(bgr)
+        for body in det.body_estimation.format_body_result(candidate, subset):
+            person = {"body": norm([None if k is None else (k.x, k.y) for k in body.keypoints]),
+                      "left_hand": None, "right_hand": None, "face": None}
+            if hands:
+                for side, found in zip(("left_hand", "right_hand"), det.detect_hands(body, bgr)):
+                    person[side] = None if found is None else [None if k.x < 0 or k.y < 0 else (k.x, k.y)
+                                                               for k in found]  # already normalized
+            if face:
+                person["face"] = norm(face_points(det.face_estimation, body, bgr))
+            people.append(person)
+    return people
+
+
 def extract(det, photo, resolution, hands=False, face=False):
     """One HxWx3 uint8 RGB photo -> POSE_KEYPOINT frame (normalized coordinates, canvas = photo size)."""
-    poses = det.detect_poses(detect_resized(photo, resolution), include_hand=hands, include_face=face)
     people = []
-    for pose in poses:
-        person = {"pose_keypoints_2d": pose_render.encode_points(
-            [None if k is None else (k.x, k.y) for k in pose.body.keypoints], 18)}
-        for name, points, enabled in (("hand_left_keypoints_2d", pose.left_hand, hands),
-                                      ("hand_right_keypoints_2d", pose.right_hand, hands),
-                                      ("face_keypoints_2d", pose.face, face)):
-            person[name] = pose_render.encode_points(
-                [(k.x, k.y) for k in points], pose_render.COUNTS[name]) if enabled and points else None
-        people.append(person)
+    for found in detect_people(det, detect_resized(photo, resolution), hands, face):
+        people.append({
+            "pose_keypoints_2d": pose_render.encode_points(found["body"], 18),
+            "hand_left_keypoints_2d": _encoded(found["left_hand"], "hand_left_keypoints_2d"),
+            "hand_right_keypoints_2d": _encoded(found["right_hand"], "hand_right_keypoints_2d"),
+            "face_keypoints_2d": _encoded(found["face"], "face_keypoints_2d"),
+        })
     return {"people": people, "canvas_width": int(photo.shape[1]), "canvas_height": int(photo.shape[0])}
+
+
+def _encoded(points, name):
+    return None if points is None else pose_render.encode_points(points, pose_render.COUNTS[name])

@@ -8,7 +8,8 @@ A POSE_KEYPOINT is a list with one dict per image:
      "canvas_width": W, "canvas_height": H}
 We write coordinates normalized to 0..1 (as controlnet_aux does; c = 1.0 when
 present, [0, 0, 0] when missing) and read both that and pixel coordinates (as
-DWPose and ComfyUI's own pose nodes write), deciding per person.
+DWPose and ComfyUI's own pose nodes write), deciding per frame. 25-point BODY_25
+bodies are converted to COCO-18.
 """
 import colorsys
 import math
@@ -51,43 +52,80 @@ def _triplets(flat, name):
     return [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)]
 
 
-def normalized_person(person, canvas_w, canvas_h):
-    """{part: [(x, y) normalized | None]} for one person, whichever coordinates it came in."""
-    parts = {name: _triplets(person.get(name), name) for name in COUNTS}
-    visible = [p for pts in parts.values() if pts for p in pts if p[2] > 0]
-    pixels = any(p[0] > 1.0 + 1e-6 or p[1] > 1.0 + 1e-6 for p in visible)
+BODY_25_TO_COCO = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]  # drops MidHip and the feet
+OFF_CANVAS = 0.5  # normalized points may lie up to half a canvas outside it
+STICK_WIDTH = 4  # controlnet-aux's limb half-width, in pixels of the drawing canvas
+DRAW_SHORT_SIDE = 512  # controlnet-aux's default detect resolution
+
+
+def _body(points, name):
+    """18 COCO body points; BODY_25 (OpenPose's other body model) is converted, others refused."""
+    if points is None or len(points) in (0, 18):
+        return points
+    if len(points) == 25:
+        return [points[i] for i in BODY_25_TO_COCO]
+    raise KeypointError(f"{name} has {len(points)} points: PoseForge draws 18-point COCO (OpenPose) bodies and "
+                        "converts 25-point BODY_25; other layouts (e.g. 17-point COCO-WholeBody) cannot be drawn as "
+                        "OpenPose maps")
+
+
+def frame_parts(frame, threshold=0.0):
+    """[{part: [(x, y) normalized | None]}] for each person of a frame. Pixel or normalized
+    coordinates are decided once per frame from the canvas size (so one point slightly off the
+    canvas cannot flip a normalized person to pixels); points with confidence <= threshold
+    count as missing."""
+    canvas_w, canvas_h = frame.get("canvas_width"), frame.get("canvas_height")
+    people = []
+    for person in frame.get("people", []):
+        parts = {name: _triplets(person.get(name), name) for name in COUNTS}
+        parts["pose_keypoints_2d"] = _body(parts["pose_keypoints_2d"], "pose_keypoints_2d")
+        people.append(parts)
+    visible = [p for parts in people for pts in parts.values() if pts for p in pts if p[2] > threshold]
+    largest = max((max(abs(p[0]), abs(p[1])) for p in visible), default=0.0)
+    pixels = largest > 1.0 + OFF_CANVAS
     if pixels and not (canvas_w and canvas_h):
         raise KeypointError("keypoints are in pixels but the frame has no canvas_width/canvas_height")
     sx, sy = (canvas_w, canvas_h) if pixels else (1.0, 1.0)
-    return {name: None if pts is None else [(x / sx, y / sy) if c > 0 else None for x, y, c in pts]
-            for name, pts in parts.items()}
+    return [{name: None if pts is None else [(x / sx, y / sy) if c > threshold else None for x, y, c in pts]
+             for name, pts in parts.items()} for parts in people]
 
 
-def render_frame(frame, width=None, height=None, body=True, hands=True, face=True):
-    """One POSE_KEYPOINT frame -> HxWx3 uint8 pose map (size: width/height or the canvas)."""
+def draw_size(width, height, short_side=DRAW_SHORT_SIDE):
+    """The canvas controlnet-aux draws on for an image of width x height: short side
+    `short_side`, both sides rounded to multiples of 64 (its resize_image)."""
+    k = short_side / min(width, height)
+    return max(64, int(round(width * k / 64.0)) * 64), max(64, int(round(height * k / 64.0)) * 64)
+
+
+def render_frame(frame, width=None, height=None, body=True, hands=True, face=True, stick_width=STICK_WIDTH,
+                 threshold=0.0, short_side=DRAW_SHORT_SIDE):
+    """One POSE_KEYPOINT frame -> HxWx3 uint8 pose map (size: width/height or the canvas).
+    Drawn as controlnet-aux draws it (on a canvas of short side `short_side`, then resized
+    with INTER_LINEAR), so limbs keep the same width relative to the image at every size."""
+    import cv2
     import numpy as np
 
     if not isinstance(frame, dict) or not isinstance(frame.get("people", []), list):
         raise KeypointError("each POSE_KEYPOINT frame must be a dict with a 'people' list")
-    cw, ch = frame.get("canvas_width"), frame.get("canvas_height")
-    W, H = int(width or cw or 0), int(height or ch or 0)
+    W = int(width or frame.get("canvas_width") or 0)
+    H = int(height or frame.get("canvas_height") or 0)
     if W < 1 or H < 1:
         raise KeypointError("no output size: set width and height, or give canvas_width/canvas_height")
-    canvas = np.zeros((H, W, 3), np.uint8)
-    for person in frame.get("people", []):
-        parts = normalized_person(person, cw, ch)
+    dw, dh = draw_size(W, H, short_side)
+    canvas = np.zeros((dh, dw, 3), np.uint8)
+    for parts in frame_parts(frame, threshold):
         if body and parts["pose_keypoints_2d"]:
-            draw_body(canvas, parts["pose_keypoints_2d"])
+            draw_body(canvas, parts["pose_keypoints_2d"], stick_width)
         if hands:
             for side in ("hand_left_keypoints_2d", "hand_right_keypoints_2d"):
                 if parts[side]:
                     draw_hand(canvas, parts[side])
         if face and parts["face_keypoints_2d"]:
             draw_face(canvas, parts["face_keypoints_2d"])
-    return canvas
+    return canvas if (dw, dh) == (W, H) else cv2.resize(canvas, (W, H), interpolation=cv2.INTER_LINEAR)
 
 
-def draw_body(canvas, points, stickwidth=4):
+def draw_body(canvas, points, stickwidth=STICK_WIDTH):
     import cv2
 
     H, W, _ = canvas.shape

@@ -15,6 +15,11 @@ def _pose_bundle(maps, keypoints, source):
     return {"map": maps, "keypoints": keypoints, "source": source}
 
 
+_STICK_WIDTH = ("INT", {"default": 4, "min": 1, "max": 32, "tooltip": (
+    "limb half-width in pixels of the drawing canvas (short side = resolution): 4 is controlnet-aux's "
+    "look, which the OpenPose ControlNets were trained on; 8-12 gives xinsir-style thicker sticks")})
+
+
 class PF_OpenPoseExtract:
     NODE_ID = "PF_OpenPoseExtract"
     DISPLAY_NAME = "OpenPose Extract (PoseForge)"
@@ -34,9 +39,11 @@ class PF_OpenPoseExtract:
             "detect_face": ("BOOLEAN", {"default": False}),
             "resolution": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 64,
                                    "tooltip": "short side the detector works at; the map has the input's size"}),
+            "stick_width": _STICK_WIDTH,
         }}
 
-    def extract(self, image, detect_body=True, detect_hands=False, detect_face=False, resolution=512):
+    def extract(self, image, detect_body=True, detect_hands=False, detect_face=False, resolution=512,
+                stick_width=4):
         from ..local import openpose, pose_render
 
         photos = images.to_uint8(image, "image")
@@ -46,7 +53,8 @@ class PF_OpenPoseExtract:
             for photo in photos:
                 frame = openpose.extract(det, photo, resolution, hands=detect_hands, face=detect_face)
                 frames.append(frame)
-                maps.append(pose_render.render_frame(frame, body=detect_body, hands=detect_hands, face=detect_face))
+                maps.append(pose_render.render_frame(frame, body=detect_body, hands=detect_hands, face=detect_face,
+                                                     stick_width=stick_width, short_side=resolution))
                 bar.step()
         pose_map = images.from_uint8(maps)
         source = images.from_uint8(photos)
@@ -74,15 +82,24 @@ class PF_PoseRender:
             "draw_body": ("BOOLEAN", {"default": True}),
             "draw_hands": ("BOOLEAN", {"default": True}),
             "draw_face": ("BOOLEAN", {"default": True}),
+            "stick_width": _STICK_WIDTH,
+            "threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
+                "points whose confidence is at or below this are not drawn (DWPose and other estimators "
+                "write a raw score for every point)")}),
+            "resolution": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 64, "tooltip": (
+                "short side of the canvas the map is drawn on before it is resized to the output, as "
+                "controlnet-aux does at its detect resolution")}),
         }}
 
-    def render(self, keypoints, width=0, height=0, draw_body=True, draw_hands=True, draw_face=True):
+    def render(self, keypoints, width=0, height=0, draw_body=True, draw_hands=True, draw_face=True, stick_width=4,
+               threshold=0.0, resolution=512):
         from ..local import pose_render
 
         frames = [keypoints] if isinstance(keypoints, dict) else list(keypoints or [])
         if not frames:
             raise pose_render.KeypointError("POSE_KEYPOINT is empty: no frames to draw")
-        maps = [pose_render.render_frame(f, width, height, draw_body, draw_hands, draw_face) for f in frames]
+        maps = [pose_render.render_frame(f, width, height, draw_body, draw_hands, draw_face, stick_width, threshold,
+                                         resolution) for f in frames]
         if len({m.shape for m in maps}) > 1:
             raise pose_render.KeypointError("frames have different canvas sizes; set width and height to draw "
                                             "them as one batch")

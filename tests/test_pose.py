@@ -47,7 +47,7 @@ def test_extract_batch_end_to_end(with_openpose, body, hands, face):
     assert bundle["keypoints"] is frames and bundle["map"] is pose_map
     assert torch.allclose(bundle["source"], batch, atol=0.5 / 255)
     # the map is exactly the keypoints drawn again
-    again, _ = Render().render(frames, draw_body=body, draw_hands=hands, draw_face=face)
+    again, _ = Render().render(frames, draw_body=body, draw_hands=hands, draw_face=face, resolution=128)
     assert torch.equal(again, pose_map)
 
 
@@ -139,7 +139,8 @@ def frame_normalized():
 
 
 def test_limbs_land_on_expected_pixels_and_colours():
-    img = render.render_frame(frame_px())
+    frame = dict(frame_px(), canvas_width=128, canvas_height=192)
+    img = render.render_frame(frame, short_side=128)  # drawn at exactly the output size: no resize
     assert tuple(img[50, 50]) == (255, 85, 0)    # neck joint (colour 1)
     assert tuple(img[50, 80]) == (255, 170, 0)   # right shoulder joint (colour 2)
     assert tuple(img[50, 65]) == (153, 0, 0)     # neck-right shoulder limb, 0.6 x colour 0
@@ -156,30 +157,81 @@ def test_pixel_and_normalized_coordinates_draw_the_same():
     assert scaled.shape == (1, 320, 240, 3)
 
 
-def test_matches_controlnet_aux_drawing():
+def test_a_normalized_point_slightly_off_canvas_keeps_the_frame_normalized():
+    frame = frame_normalized()
+    frame["people"][0]["pose_keypoints_2d"][3 * 3:3 * 3 + 2] = [1.02, 0.5]  # right elbow just past the edge
+    as_pixels = frame_px()
+    as_pixels["people"][0]["pose_keypoints_2d"][3 * 3:3 * 3 + 2] = [1.02 * 120, 0.5 * 160]
+    ours = render.render_frame(frame)
+    assert ours.any() and np.array_equal(ours, render.render_frame(as_pixels))
+
+
+def theirs(body, hand, face, width, height, short_side=512):
+    """controlnet-aux's map: drawn at its detect-size canvas, resized to the image (its __call__)."""
+    import cv2
     from controlnet_aux.open_pose import PoseResult, draw_poses
     from controlnet_aux.open_pose.body import BodyResult, Keypoint
 
+    dw, dh = render.draw_size(width, height, short_side)
+    canvas = draw_poses([PoseResult(BodyResult([Keypoint(*p) if p else None for p in body], 1.0, 7),
+                                    [Keypoint(*p) for p in hand], None, [Keypoint(*p) for p in face])], dh, dw)
+    return cv2.resize(canvas, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.mark.parametrize("width,height", [(120, 160), (512, 512), (1024, 1024), (2048, 2048), (1536, 1024)])
+def test_matches_controlnet_aux_at_every_size(width, height):
     g = np.random.default_rng(3)
-    body = [(x / 120, y / 160) for x, y in (BODY_PX.get(i, (0, 0)) for i in range(18))]
+    body = [(x / 120, y / 160) if i in BODY_PX else None for i, (x, y) in
+            ((i, BODY_PX.get(i, (0, 0))) for i in range(18))]
     hand = [tuple(p) for p in g.uniform(0.1, 0.9, (21, 2))]
     face = [tuple(p) for p in g.uniform(0.2, 0.6, (70, 2))]
-    frame = {"people": [{"pose_keypoints_2d": render.encode_points([p if i in BODY_PX else None
-                                                                    for i, p in enumerate(body)], 18),
+    frame = {"people": [{"pose_keypoints_2d": render.encode_points(body, 18),
                          "hand_left_keypoints_2d": render.encode_points(hand, 21),
                          "hand_right_keypoints_2d": None,
                          "face_keypoints_2d": render.encode_points(face, 70)}],
-             "canvas_width": 120, "canvas_height": 160}
-    theirs = draw_poses([PoseResult(BodyResult([Keypoint(*p) if i in BODY_PX else None for i, p in enumerate(body)],
-                                               1.0, len(BODY_PX)),
-                                    [Keypoint(*p) for p in hand], None, [Keypoint(*p) for p in face])], 160, 120)
+             "canvas_width": width, "canvas_height": height}
     ours = render.render_frame(frame)
-    assert np.array_equal(ours, theirs)
+    assert np.array_equal(ours, theirs(body, hand, face, width, height))
+
+
+def test_limb_width_is_relative_to_the_canvas():
+    lit = []
+    for size in (512, 1024, 2048):
+        frame = dict(frame_normalized(), canvas_width=size, canvas_height=size)
+        lit.append((render.render_frame(frame, hands=False, face=False).max(axis=-1) > 40).mean())
+    assert max(lit) / min(lit) < 1.1  # the same share of the image at every size
+    thick = render.render_frame(frame_normalized(), stick_width=10)
+    assert (thick.max(axis=-1) > 40).sum() > 1.5 * (render.render_frame(frame_normalized()).max(axis=-1) > 40).sum()
+
+
+def test_threshold_hides_low_confidence_points():
+    frame = frame_px()
+    flat = frame["people"][0]["pose_keypoints_2d"]
+    flat[2 * 3 + 2] = 0.2  # right shoulder scored 0.2, as DWPose writes raw scores
+    shown = render.render_frame(frame, short_side=160)
+    hidden = render.render_frame(frame, threshold=0.3, short_side=160)
+    assert shown[50, 80].any() and not hidden[50, 80].any()
+    assert hidden[50, 50].any()  # the neck (score 1.0) still drawn
+
+
+def test_body_25_is_converted_and_other_layouts_refused():
+    coco = frame_px()
+    flat = coco["people"][0]["pose_keypoints_2d"]
+    triplets = [flat[i:i + 3] for i in range(0, 54, 3)]
+    body25 = [None] * 25
+    for coco_index, b25_index in enumerate(render.BODY_25_TO_COCO):
+        body25[b25_index] = triplets[coco_index]
+    body25[8] = [50.0, 110.0, 1.0]  # MidHip, which COCO-18 has not
+    frame = dict(coco, people=[{"pose_keypoints_2d": [v for t in (p or [0.0, 0.0, 0.0] for p in body25) for v in t]}])
+    assert np.array_equal(render.render_frame(frame), render.render_frame(coco))
+    frame["people"][0]["pose_keypoints_2d"] = frame["people"][0]["pose_keypoints_2d"][:17 * 3]
+    with pytest.raises(render.KeypointError, match="17 points"):
+        render.render_frame(frame)
 
 
 @pytest.mark.parametrize("frames,match", [
     ([], "empty"),
-    ([{"people": [{"pose_keypoints_2d": [300, 20, 1]}]}], "canvas_width"),
+    ([{"people": [{"pose_keypoints_2d": [300, 20, 1] + [0, 0, 0] * 17}]}], "canvas_width"),
     ([{"people": [{"pose_keypoints_2d": [0.3, 0.2]}], "canvas_width": 8, "canvas_height": 8}], "triplets"),
     ([{"people": []}], "no output size"),
     ([{"people": [], "canvas_width": 8, "canvas_height": 8}, {"people": [], "canvas_width": 16, "canvas_height": 8}],
