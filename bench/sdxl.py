@@ -156,6 +156,14 @@ def side_poseforge(path, size, steps):
     models = submodule(pack, "host.models")
     models.set_models_root(os.path.dirname(os.path.dirname(path)))  # bench/out: its checkpoints/ folder
     engine = submodule(pack, "local.sdxl")
+    diffusers = submodule(pack, "local.libs").diffusers()  # imports before the clock, as ComfyUI's are
+    import diffusers.loaders.single_file  # noqa: F401
+    import transformers
+
+    for lazy in ("StableDiffusionXLPipeline", "EulerDiscreteScheduler", "AutoencoderKL", "UNet2DConditionModel"):
+        getattr(diffusers, lazy)
+    for lazy in ("CLIPTokenizer", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPImageProcessor"):
+        getattr(transformers, lazy)
     t = time.perf_counter()
     engine.checkpoint(path, "auto")["unet"]
     load = time.perf_counter() - t

@@ -43,11 +43,24 @@ def strip_prefix(state_dict, prefix):
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
 
 
+WRAPPERS = ("params_ema", "params", "state_dict", "model")
+
+
 def keys(path):
-    """The tensor names in `path` without loading the tensors where the format allows it."""
+    """The tensor names in `path`, looking inside the usual wrappers ({'params_ema': {...}}),
+    without reading the tensors (safetensors header, or a memory-mapped torch file)."""
     if path.lower().endswith(SAFETENSORS):
         from safetensors import safe_open
 
         with safe_open(path, framework="pt") as f:
             return list(f.keys())
-    return list(load(path))
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - an unreadable file gets one clear message
+        raise WeightFileError(f"Cannot read the weight file {path}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    for wrapper in WRAPPERS:
+        if isinstance(state.get(wrapper), dict):
+            return list(state[wrapper])
+    return list(state)

@@ -19,17 +19,51 @@ FACE = 512
 TEMPLATE = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
                      [201.26117, 371.41043], [313.08905, 371.15118]], dtype=np.float32)  # FFHQ 512
 BORDER_RGB = (132, 133, 135)  # CodeFormer's grey border, (135,133,132) in BGR
+PARSE_FILE = "parsing_parsenet.pth"
+PARSE_SOURCE = "https://github.com/xinntao/facexlib/releases/tag/v0.2.2"
+# CelebAMask-HQ classes kept in the paste mask: all but background, hat, necklace, neck and cloth
+PARSE_KEEP = [0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 255, 0, 0, 0]
 DETECT_SHORT_SIDE = 640
 log = logging.getLogger("PoseForge")
 MIN_EYE_DISTANCE = 5
 
 
-def wanted(model_name, upscaler_name=None):
+def wanted(model_name, upscaler_name=None, parse=False):
     files = [("facerestore_models", model_name, CODEFORMER_SOURCE),
              ("facedetection", DETECTION_FILE, DETECTION_SOURCE)]
     if upscaler_name:
         files.append(("upscale_models", upscaler_name, "https://openmodeldb.info"))
+    if parse:
+        files.append(("facedetection", PARSE_FILE, PARSE_SOURCE))
     return files
+
+
+_KIND = {}
+
+
+def is_codeformer(path):
+    """Whether `path` holds CodeFormer weights, by content (its transformer and codebook
+    tensors), cached by path, size and modification time. A GFPGAN or GPEN file is not."""
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    ident = (path, st.st_size, st.st_mtime_ns)
+    if ident not in _KIND:
+        try:
+            names = set(weights.keys(path))
+        except weights.WeightFileError:
+            names = set()
+        _KIND[ident] = {"position_emb", "quantize.embedding.weight", "idx_pred_layer.1.weight"} <= names
+    return _KIND[ident]
+
+
+def codeformer_files():
+    """The CodeFormer files in `facerestore_models` (other restorers there are left out)."""
+    return [name for name in models.list_files("facerestore_models")
+            if is_codeformer(models.find("facerestore_models", name))]
 
 
 # -- loading (cached, through the shared residency and safe loader) ----------
@@ -74,6 +108,18 @@ def detector(path):
     return residency.get(("retinaface", path), load)
 
 
+def parser(path):
+    """facexlib's ParseNet (parsing_parsenet.pth) for the paste-back mask."""
+    def load():
+        from facexlib.parsing.parsenet import ParseNet
+
+        net = ParseNet(in_size=512, out_size=512, parsing_ch=19)
+        net.load_state_dict(weights.load(path), strict=True)
+        return net
+
+    return residency.get(("parsenet", path), load)
+
+
 def on_device(resident):
     """The network of `resident` on the compute device (RetinaFace also keeps its own `device`)."""
     net, = residency.use(resident)
@@ -110,10 +156,14 @@ def detect(det, rgb, threshold=0.8, only_center=False):
 
 
 def align(rgb, landmarks):
-    """(512x512 face crop, 2x3 affine image->crop) for 5-point `landmarks`."""
+    """(512x512 face crop, 2x3 affine image->crop) for 5-point `landmarks`, or None when no
+    similarity transform fits them (degenerate landmarks)."""
     import cv2
 
     matrix = cv2.estimateAffinePartial2D(np.asarray(landmarks, np.float32), TEMPLATE, method=cv2.LMEDS)[0]
+    if matrix is None or not np.isfinite(matrix).all():
+        log.info("PoseForge CodeFormer: skipped a face whose landmarks could not be aligned")
+        return None
     crop = cv2.warpAffine(rgb, matrix, (FACE, FACE), borderMode=cv2.BORDER_CONSTANT, borderValue=BORDER_RGB)
     return crop, matrix
 
@@ -134,28 +184,64 @@ def upscale_background(rgb, scale, model=None):
     return cv2.resize(rgb, (w * scale, h * scale), interpolation=cv2.INTER_LANCZOS4)
 
 
-def paste(canvas, face, matrix, scale, mask_out=None):
-    """Blend `face` (square crop, any size k*512) back onto `canvas` (the image at
-    `scale`x) through the inverse of `matrix` (image -> 512 crop), with a soft
-    square mask eroded and blurred at its edges. Returns the new canvas (uint8)."""
+def paste(canvas, face, matrix, scale, mask_out=None, parse_mask=None, visibility=1.0):
+    """Blend `face` (square crop, any size k*512) into `canvas` (the image at `scale`x, changed
+    in place and returned) through the inverse of `matrix` (image -> 512 crop). The mask is
+    the square soft mask (eroded and blurred at its edges), limited by `parse_mask` (512x512
+    float, crop space) when given, times `visibility`. Only the face's box is touched."""
     import cv2
 
     H, W = canvas.shape[:2]
-    k = face.shape[0] / FACE
+    n = face.shape[0]
     inverse = cv2.invertAffineTransform(matrix)  # 512 crop -> image
-    inverse[:, :2] *= scale / k
+    inverse[:, :2] *= scale * FACE / n
     inverse[:, 2] = inverse[:, 2] * scale + (scale - 1) / 2  # pixel centres of the enlarged image
-    warped = cv2.warpAffine(face, inverse, (W, H), flags=cv2.INTER_LINEAR)
-    mask = cv2.warpAffine(np.ones(face.shape[:2], np.float32), inverse, (W, H), flags=cv2.INTER_LINEAR)
+    corners = np.array([[0, 0, 1], [n, 0, 1], [0, n, 1], [n, n, 1]], np.float64) @ inverse.T
+    margin = int((corners.max(0) - corners.min(0)).max() / 10) + 4  # room for the erosions and the blur
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - margin, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + margin, (W, H))
+    if x0 >= x1 or y0 >= y1:
+        return canvas
+    local = inverse.copy()
+    local[:, 2] -= (x0, y0)
+    size = (int(x1 - x0), int(y1 - y0))
+    warped = cv2.warpAffine(face, local, size, flags=cv2.INTER_LINEAR)
+    mask = cv2.warpAffine(np.ones((n, n), np.float32), local, size, flags=cv2.INTER_LINEAR)
     mask = cv2.erode(mask, np.ones((2 * scale, 2 * scale), np.uint8))
     edge = int(math.sqrt(float(mask.sum()))) // 20
     if edge > 0:
         mask = cv2.erode(mask, np.ones((2 * edge, 2 * edge), np.uint8))
         mask = np.clip(cv2.GaussianBlur(mask, (2 * edge + 1, 2 * edge + 1), 0), 0.0, 1.0)
+    if parse_mask is not None:
+        parse = cv2.resize(parse_mask, (n, n)) if n != parse_mask.shape[0] else parse_mask
+        mask = np.minimum(mask, cv2.warpAffine(parse, local, size, flags=cv2.INTER_CUBIC).clip(0, 1))
+    mask *= visibility
     if mask_out is not None:
-        np.maximum(mask_out, mask, out=mask_out)
-    blended = mask[..., None] * warped.astype(np.float32) + (1 - mask[..., None]) * canvas.astype(np.float32)
-    return np.clip(blended.round(), 0, 255).astype(np.uint8)
+        region = mask_out[y0:y1, x0:x1]
+        np.maximum(region, mask, out=region)
+    box = canvas[y0:y1, x0:x1]
+    blended = mask[..., None] * warped.astype(np.float32) + (1 - mask[..., None]) * box.astype(np.float32)
+    canvas[y0:y1, x0:x1] = np.clip(blended.round(), 0, 255).astype(np.uint8)
+    return canvas
+
+
+def parse_masks(net, faces):
+    """Soft face masks (512x512 float 0..1, crop space) from ParseNet on restored RGB faces,
+    as CodeFormer makes them: kept classes, blurred twice, a 10-pixel border cleared."""
+    import cv2
+    import torch
+
+    dev = next(net.parameters()).device
+    out = []
+    for face in faces:
+        x = torch.from_numpy(cv2.resize(face, (FACE, FACE)).astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            classes = net(x.to(dev) * 2 - 1)[0].argmax(1)[0].cpu().numpy()
+        mask = np.asarray(PARSE_KEEP, np.float32)[classes]
+        mask = cv2.GaussianBlur(cv2.GaussianBlur(mask, (101, 101), 11), (101, 101), 11)
+        mask[:10], mask[-10:], mask[:, :10], mask[:, -10:] = 0, 0, 0, 0
+        out.append(mask / 255.0)
+    return out
 
 
 # -- networks ----------------------------------------------------------------
@@ -242,23 +328,27 @@ def _tiled(net, x, tile, overlap):
 
 # -- the whole pipeline --------------------------------------------------------
 def process(photos, restorer_r, detector_r, fidelity=0.5, scale=1, upscaler_r=None, face_upsample=False,
-            only_center=False, threshold=0.8, batch_size=None, step=None):
+            only_center=False, threshold=0.8, batch_size=None, step=None, parser_r=None, visibility=1.0):
     """Restore every face in `photos` (uint8 RGB) and return (images at `scale`x,
     face masks at `scale`x (float32 0..1), faces found per image). Each network is
-    on the device only for its phase (detect, restore, upscale + paste). Faces of all
-    images go through CodeFormer together. `step(n)` is called as work completes
-    (progress and cancel checks)."""
+    on the device only for its phase (detect, restore, parse, upscale + paste). Faces of
+    all images go through CodeFormer together. With `parser_r` (ParseNet) the paste mask
+    follows the face's outline; `visibility` blends restored and original faces.
+    `step(n)` is called as work completes (progress and cancel checks)."""
     import cv2
 
     step = step or (lambda n=1: None)
     det = on_device(detector_r)
     found = []  # per image: [(crop, matrix)]
     for rgb in photos:
-        found.append([align(rgb, lm) for lm in detect(det, rgb, threshold, only_center)])
+        found.append([f for f in (align(rgb, lm) for lm in detect(det, rgb, threshold, only_center)) if f])
         step()
     crops = [crop for faces in found for crop, _ in faces]
-    restored = iter(restore_faces(residency.use(restorer_r)[0], crops, fidelity, batch_size,
-                                  on_batch=lambda n: step(0)) if crops else [])
+    restored = (restore_faces(residency.use(restorer_r)[0], crops, fidelity, batch_size,
+                              on_batch=lambda n: step(0)) if crops else [])
+    masks_512 = iter(parse_masks(residency.use(parser_r)[0], restored) if parser_r is not None and restored
+                     else [None] * len(restored))
+    restored = iter(restored)
     up = residency.use(upscaler_r)[0] if upscaler_r is not None else None
     outputs, masks = [], []
     for rgb, faces in zip(photos, found):
@@ -269,7 +359,7 @@ def process(photos, restorer_r, detector_r, fidelity=0.5, scale=1, upscaler_r=No
             if face_upsample and scale > 1:
                 face = (upscale_image(up, face) if up is not None else
                         cv2.resize(face, (FACE * scale, FACE * scale), interpolation=cv2.INTER_LANCZOS4))
-            canvas = paste(canvas, face, matrix, scale, mask)
+            canvas = paste(canvas, face, matrix, scale, mask, next(masks_512), visibility)
         outputs.append(canvas)
         masks.append(mask)
         step()

@@ -18,27 +18,40 @@ class PF_CodeFormer:
 
     @classmethod
     def INPUT_TYPES(cls):
+        from ..local import codeformer as engine
+
+        parse_ready = models.find("facedetection", engine.PARSE_FILE) is not None
         return {"required": {
             "image": ("IMAGE",),
-            "model": (models.choices("facerestore_models", "codeformer.pth"),),
+            "model": (engine.codeformer_files() or ["codeformer.pth"], {
+                "tooltip": "CodeFormer weights in models/facerestore_models (other restorers there are not listed)"}),
             "fidelity": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
                                    "tooltip": "0: best quality, 1: most faithful to the input face"}),
-            "upscale": ("INT", {"default": 2, "min": 1, "max": 4}),
-            "background_enhance": ([NONE] + models.list_files("upscale_models"), {
-                "default": NONE, "tooltip": "an upscale model for the background (local); 'none': Lanczos "
-                                            "resize. On Segmind: its own background enhancer"}),
+            "upscale": ("INT", {"default": 1, "min": 1, "max": 4, "tooltip": "1 keeps the image size"}),
+            "background_enhance": ("BOOLEAN", {"default": False, "tooltip": (
+                "enhance the background: locally with upscale_model, on Segmind with its own enhancer. "
+                "Off: a plain Lanczos resize")}),
             "face_upsample": ("BOOLEAN", {"default": False}),
             "only_center_face": ("BOOLEAN", {"default": False}),
             "detection_threshold": ("FLOAT", {"default": 0.8, "min": 0.05, "max": 1.0, "step": 0.05}),
             "backend": policy.input_spec(),
+            "upscale_model": ([NONE] + models.list_files("upscale_models"), {
+                "default": NONE, "tooltip": "local: the upscale model for background_enhance and face_upsample"}),
+            "paste_mask": (["parse", "square"], {"default": "parse" if parse_ready else "square", "tooltip": (
+                "parse: paste only the face itself (ParseNet, parsing_parsenet.pth in models/facedetection), "
+                "leaving hair and neck alone; square: a soft square, which can leave seams")}),
+            "visibility": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                                     "tooltip": "blend of restored (1) and original (0) faces"}),
         }}
 
-    def restore(self, image, model, fidelity=0.5, upscale=2, background_enhance=NONE, face_upsample=False,
-                only_center_face=False, detection_threshold=0.8, backend=policy.DEFAULT):
+    def restore(self, image, model, fidelity=0.5, upscale=1, background_enhance=False, face_upsample=False,
+                only_center_face=False, detection_threshold=0.8, backend=policy.DEFAULT, upscale_model=NONE,
+                paste_mask="parse", visibility=1.0):
         request = {"photos": images.to_uint8(image, "image"), "model": model, "fidelity": fidelity,
-                   "upscale": upscale, "upscaler": None if background_enhance == NONE else background_enhance,
+                   "upscale": upscale, "background_enhance": background_enhance,
+                   "upscale_model": None if upscale_model == NONE else upscale_model,
                    "face_upsample": face_upsample, "only_center_face": only_center_face,
-                   "detection_threshold": detection_threshold}
+                   "detection_threshold": detection_threshold, "paste_mask": paste_mask, "visibility": visibility}
         return policy.run(self.NODE_ID, backend, codeformer, request)
 
 

@@ -70,7 +70,9 @@ def test_paste_back_of_an_unchanged_face_returns_the_original(scale):
     reference = canvas.copy() if scale == 1 else cv2.resize(img, (400 * scale, 300 * scale),
                                                             interpolation=cv2.INTER_LINEAR)
     mask = np.zeros(canvas.shape[:2], np.float32)
+    before = canvas.copy()
     pasted = engine.paste(canvas, crop, matrix, scale, mask)
+    canvas = before
     inside, outside = mask > 0.99, mask == 0
     assert inside.sum() > 1000 and outside.sum() > 1000
     diff = np.abs(pasted.astype(int) - reference.astype(int)).max(axis=-1)
@@ -143,3 +145,99 @@ def test_segmind_backend_against_the_fake_server(models_root, api_key, monkeypat
     bodies = [body for _, _, body in fake.requests]
     assert len(bodies) == 3 and all(b["fidelity"] == 0.7 and b["scale"] == 2 and b["bg"] is False for b in bodies)
     assert api_key not in repr(out["ui"])
+
+
+# -- layout checks a random network hides ---------------------------------------
+class IdentityRestorer(torch.nn.Module):
+    """A 'CodeFormer' that returns its input: whatever comes back pasted must be the photo."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, weight=0.5):
+        return (x,)
+
+
+def test_identity_restorer_pastes_back_the_input_and_detector_gets_bgr(with_codeformer, monkeypatch):
+    seen = []
+    real_detector = engine.detector
+
+    def recording_detector(path):
+        resident = real_detector(path)
+        net = resident.net
+        if not hasattr(net, "pf_recording"):
+            original = net.detect_faces
+
+            def detect_faces(image, *args, **kwargs):
+                seen.append(image.copy())
+                return original(image, *args, **kwargs)
+
+            net.detect_faces, net.pf_recording = detect_faces, True
+        return resident
+
+    monkeypatch.setattr(engine, "detector", recording_detector)
+    monkeypatch.setattr(engine, "restorer", lambda path: residency.get(("identity-restorer",), IdentityRestorer))
+    photo = face_image(96, 128, seed=5)
+    photo[0, 0] = (250, 10, 10)  # a red corner pixel, to see the channel order the detector gets
+    img = torch.from_numpy(photo[None].astype(np.float32) / 255)
+    for paste_mask in ("square", "parse"):
+        out = Node().restore(img, "codeformer.pth", only_center_face=True, detection_threshold=0.05,
+                             paste_mask=paste_mask, backend="local")
+        result, mask = out["result"]
+        assert out["ui"]["faces"] == [1] and mask.max() > 0.5
+        diff = (result[0] - img[0]).abs().max(-1).values
+        # RGB order, [-1,1] scaling and geometry right (the sharp red marker pixel aside, which resampling blurs)
+        assert diff[mask[0] > 0.5].median() < 3 / 255 and diff[3:, 3:].max() < 40 / 255
+    corner = seen[0][0, 0]
+    assert corner[2] > 200 and corner[0] < 60  # RetinaFace was given BGR
+
+
+def test_parse_mask_limits_the_paste_to_the_face(with_codeformer):
+    img = face_image()
+    crop, matrix = engine.align(img, landmarks_for())
+    parse = np.zeros((512, 512), np.float32)
+    parse[150:400, 150:360] = 1.0  # "the face"
+    square = np.zeros(img.shape[:2], np.float32)
+    engine.paste(img.copy(), crop, matrix, 1, square)
+    limited = np.zeros(img.shape[:2], np.float32)
+    engine.paste(img.copy(), crop, matrix, 1, limited, parse_mask=parse, visibility=0.5)
+    assert 0 < limited.sum() < square.sum() and limited.max() <= 0.5 + 1e-6
+    assert np.all(limited <= square + 1e-6)
+
+
+def test_failed_alignment_skips_the_face():
+    assert engine.align(face_image(), np.zeros((5, 2), np.float32)) is None
+
+
+def test_model_list_shows_codeformer_files_by_content(tmp_path, cf_root):
+    import shutil
+
+    folder = tmp_path / "facerestore_models"
+    folder.mkdir()
+    shutil.copy(cf_root / "facerestore_models" / "codeformer.pth", folder / "my_restorer.pth")
+    torch.save({"params_ema": {"conv_body_first.weight": torch.zeros(1), "stylegan_decoder.x": torch.zeros(1)}},
+               folder / "GFPGANv1.4.pth")
+    models.set_models_root(tmp_path)
+    try:
+        choices = Node.INPUT_TYPES()["required"]["model"][0]
+    finally:
+        models.set_models_root(None)
+    assert choices == ["my_restorer.pth"]
+
+
+def test_segmind_lists_inputs_it_ignores_and_enhances_without_a_local_file(models_root, api_key, monkeypatch):
+    fake = FakeSegmind(keys=(api_key,), image_format="PNG").start()
+    monkeypatch.setenv("SEGMIND_API_BASE", fake.base_url)
+    try:
+        out = Node().restore(torch.rand(1, 24, 32, 3), "codeformer.pth", background_enhance=True,
+                             detection_threshold=0.5, paste_mask="square", backend="segmind")
+    finally:
+        fake.stop()
+    assert fake.requests[0][2]["bg"] is True
+    assert out["ui"]["segmind_ignores"] == ["detection_threshold, paste_mask"]
+
+
+def test_background_enhance_locally_needs_an_upscale_model(with_codeformer):
+    with pytest.raises(pf("engines.codeformer").CodeFormerRequestError, match="upscale_model"):
+        Node().restore(torch.rand(1, 24, 32, 3), "codeformer.pth", background_enhance=True, backend="local")

@@ -101,9 +101,11 @@ def test_graph_runs_and_free_releases_our_models(comfyui):
                                                              "detect_hands": False, "detect_face": False,
                                                              "resolution": 128}},
         "3": {"class_type": "PF_CodeFormer", "inputs": {"image": ["1", 0], "model": "codeformer.pth",
-                                                        "fidelity": 0.5, "upscale": 1, "background_enhance": "none",
+                                                        "fidelity": 0.5, "upscale": 1, "background_enhance": False,
                                                         "face_upsample": False, "only_center_face": True,
-                                                        "detection_threshold": 0.05, "backend": "local"}},
+                                                        "detection_threshold": 0.05, "backend": "local",
+                                                        "upscale_model": "none", "paste_mask": "parse",
+                                                        "visibility": 1.0}},
         "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "pf_face"}},
         "5": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "pf_pose"}},
     }
@@ -116,7 +118,7 @@ def test_graph_runs_and_free_releases_our_models(comfyui):
     with Image.open(base / "output" / saved["subfolder"] / saved["filename"]) as img:
         assert img.size == (128, 96)
     loaded = {m["model"]: m["bytes"] for m in _call(url + "/poseforge/status")["loaded"]}
-    assert {"openpose/body", "codeformer", "retinaface"} <= set(loaded)
+    assert {"openpose/body", "codeformer", "retinaface", "parsenet"} <= set(loaded)
     assert all(size > 1_000_000 for size in loaded.values())
     _call(url + "/free", {"unload_models": True, "free_memory": True})
     for _ in range(60):

@@ -48,3 +48,14 @@ def save_retinaface(folder):
     path = os.path.join(folder, "detection_Resnet50_Final.pth")
     torch.save(net.state_dict(), path)
     return path
+
+
+def save_parsenet(folder):
+    """parsing_parsenet.pth with facexlib's ParseNet keys (random weights)."""
+    from facexlib.parsing.parsenet import ParseNet
+
+    os.makedirs(folder, exist_ok=True)
+    torch.manual_seed(0)
+    path = os.path.join(folder, "parsing_parsenet.pth")
+    torch.save(ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict(), path)
+    return path
