@@ -71,7 +71,9 @@ def comfyui(tmp_path_factory, cf_root, openpose_root):
 
 
 def _run(url, graph):
-    prompt_id = _call(url + "/prompt", {"prompt": graph, "client_id": "poseforge-test"})["prompt_id"]
+    queued = _call(url + "/prompt", {"prompt": graph, "client_id": "poseforge-test"})
+    assert not queued.get("node_errors"), queued["node_errors"]  # else ComfyUI silently skips those nodes
+    prompt_id = queued["prompt_id"]
     for _ in range(1200):
         history = _call(f"{url}/history/{prompt_id}")
         if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
@@ -99,7 +101,7 @@ def test_graph_runs_and_free_releases_our_models(comfyui):
         "1": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
         "2": {"class_type": "PF_OpenPoseExtract", "inputs": {"image": ["1", 0], "detect_body": True,
                                                              "detect_hands": False, "detect_face": False,
-                                                             "resolution": 128}},
+                                                             "resolution": 128, "stick_width": 4}},
         "3": {"class_type": "PF_CodeFormer", "inputs": {"image": ["1", 0], "model": "codeformer.pth",
                                                         "fidelity": 0.5, "upscale": 1, "background_enhance": False,
                                                         "face_upsample": False, "only_center_face": True,
