@@ -240,3 +240,14 @@ def test_body_25_is_converted_and_other_layouts_refused():
 def test_render_errors(frames, match):
     with pytest.raises(render.KeypointError, match=match):
         Render().render(frames)
+
+
+def test_files_of_comfyui_controlnet_aux_are_used(hf_cache, openpose_root, monkeypatch, tmp_path):
+    annotators = tmp_path / "aux" / "lllyasviel" / "Annotators"
+    annotators.mkdir(parents=True)
+    (annotators / "body_pose_model.pth").symlink_to(openpose_root / "openpose" / "body_pose_model.pth")
+    monkeypatch.setenv("AUX_ANNOTATOR_CKPTS_PATH", str(tmp_path / "aux"))
+    assert pf("local.openpose").locate([("openpose", "body_pose_model.pth", None)]) == \
+        [str(annotators / "body_pose_model.pth")]
+    pose_map, frames, _ = Extract().extract(photos(1), resolution=64)["result"]
+    assert pose_map.shape == (1, 96, 80, 3)
