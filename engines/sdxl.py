@@ -87,7 +87,7 @@ def local(request):
         job["poses"] = pose_maps(request["pose"])
     count = len(job.get("poses") or [None])
     with Progress(request["steps"] * count, "SDXL") as bar:
-        out = sdxl.generate(job, lambda preview=None: bar.step(preview=preview))
+        out = sdxl.generate(job, bar.step)
     result = torch.from_numpy(np.stack(out).astype(np.float32))
     return (result,), {"images": len(out), "seed": request["seed"]}
 

@@ -45,13 +45,13 @@ def halving(run, items, size, what="batch"):
                 raise
             size = max(1, size // 2)
             logging.getLogger("PoseForge").warning("PoseForge: out of memory, %s size lowered to %d", what, size)
-            _empty_cache()
+            empty_cache()
             continue
         start += len(chunk)
     return out
 
 
-def _empty_cache():
+def empty_cache():
     mm = comfy.module("comfy.model_management")
     if mm is not None:
         mm.soft_empty_cache()

@@ -279,7 +279,7 @@ def upscale_image(net, rgb, tile=512, overlap=32):
                 raise
             tile //= 2
             log.warning("PoseForge: out of memory while upscaling, tile size lowered to %d", tile)
-            device._empty_cache()
+            device.empty_cache()
     return (y[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
