@@ -93,6 +93,10 @@ def test_pack_loads_and_registers_its_nodes(comfyui):
     log = (base / "comfyui.log").read_text()
     assert "IMPORT FAILED" not in "".join(l for l in log.splitlines() if "PoseForge" in l), log[-3000:]
     assert _call(url + "/poseforge/status")["segmind_key"] is False
+    scripts = [e for e in _call(url + "/extensions") if e.startswith("/extensions/PoseForge/")]
+    assert scripts == ["/extensions/PoseForge/poseforge.js"]
+    with urllib.request.urlopen(url + scripts[0], timeout=30) as resp:
+        assert b"PoseForge.status" in resp.read()
 
 
 def test_graph_runs_and_free_releases_our_models(comfyui):

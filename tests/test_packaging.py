@@ -62,3 +62,24 @@ def test_pack_import_pulls_in_no_heavy_library():
             % (os.path.join(ROOT, "tools"), HEAVY))
     pulled = subprocess.check_output([sys.executable, "-c", code], text=True).split()
     assert pulled == []
+
+
+def test_web_scripts_parse():
+    """Every script under web/ is valid ES module syntax (node --check), as the editor loads it."""
+    import glob
+    import shutil
+    import tempfile
+
+    node = shutil.which("node")
+    scripts = glob.glob(os.path.join(ROOT, "web", "**", "*.js"), recursive=True)
+    assert scripts
+    if node is None:
+        import pytest
+
+        pytest.skip("node is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        for script in scripts:
+            module = os.path.join(tmp, os.path.basename(script)[:-3] + ".mjs")  # checked as an ES module
+            shutil.copy(script, module)
+            out = subprocess.run([node, "--check", module], capture_output=True, text=True)
+            assert out.returncode == 0, f"{script}: {out.stderr}"
