@@ -62,8 +62,5 @@ def segmind(request):
     out, info = Client().run("codeformer", jobs)
     ignored = [name for name in SEGMIND_IGNORES if request[name] != DEFAULTS[name]]
     if ignored:
-        info["segmind_ignores"] = ", ".join(ignored)
-        import logging
-
-        logging.getLogger("PoseForge").info("PoseForge PF_CodeFormer on Segmind ignores: %s", ", ".join(ignored))
+        info["segmind_ignores"] = ", ".join(ignored)  # report() puts it in the log and the ui
     return (out, torch.zeros(out.shape[:3])), info

@@ -1,5 +1,9 @@
 """Device choice and out-of-memory handling: ComfyUI's model management inside the host."""
+import logging
+
 from . import comfy
+
+log = logging.getLogger("PoseForge")
 
 
 def torch_device():
@@ -33,8 +37,6 @@ def batch_size(gpu_batch):
 def halving(run, items, size, what="batch"):
     """run(chunk) over `items` in chunks of `size`, halving the chunk on out-of-memory
     (down to 1, then the error propagates). Returns the concatenated results."""
-    import logging
-
     out, start = [], 0
     while start < len(items):
         chunk = items[start:start + size]
@@ -44,7 +46,7 @@ def halving(run, items, size, what="batch"):
             if size == 1:
                 raise
             size = max(1, size // 2)
-            logging.getLogger("PoseForge").warning("PoseForge: out of memory, %s size lowered to %d", what, size)
+            log.warning("PoseForge: out of memory, %s size lowered to %d", what, size)
             empty_cache()
             continue
         start += len(chunk)

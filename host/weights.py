@@ -38,6 +38,12 @@ def load(path):
                               "file (a .safetensors, or a .pth/.bin holding only tensors)?") from exc
 
 
+def identity(path):
+    """Cache identity of a weight file or folder: real path, size and modification time."""
+    st = os.stat(path)
+    return os.path.realpath(path), st.st_size, st.st_mtime_ns
+
+
 def strip_prefix(state_dict, prefix):
     """`state_dict` with `prefix` removed from every key that has it (e.g. 'module.')."""
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}

@@ -44,13 +44,10 @@ _KIND = {}
 def is_codeformer(path):
     """Whether `path` holds CodeFormer weights, by content (its transformer and codebook
     tensors), cached by path, size and modification time. A GFPGAN or GPEN file is not."""
-    import os
-
     try:
-        st = os.stat(path)
+        ident = weights.identity(path)
     except OSError:
         return False
-    ident = (path, st.st_size, st.st_mtime_ns)
     if ident not in _KIND:
         try:
             names = set(weights.keys(path))

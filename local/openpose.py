@@ -6,6 +6,8 @@ Hugging Face cache the user already has (lllyasviel/Annotators). Nothing is down
 controlnet-aux's classes, filled through our safe loader (host/weights.py) and
 kept by the shared residency mechanism (host/residency.py).
 """
+import os
+
 import numpy as np
 
 from ..host import comfy, models, residency, weights
@@ -36,8 +38,6 @@ def locate(wanted_files):
 def aux_annotator_dirs():
     """Where comfyui_controlnet_aux keeps lllyasviel/Annotators: AUX_ANNOTATOR_CKPTS_PATH when
     set, and its ckpts/ folder in each custom_nodes directory."""
-    import os
-
     roots = [os.environ["AUX_ANNOTATOR_CKPTS_PATH"]] if os.environ.get("AUX_ANNOTATOR_CKPTS_PATH") else []
     fp = comfy.module("folder_paths")
     if fp is not None and "custom_nodes" in fp.folder_names_and_paths:
@@ -46,8 +46,6 @@ def aux_annotator_dirs():
 
 
 def _aux_annotator(filename):
-    import os
-
     for folder in aux_annotator_dirs():
         if os.path.isfile(os.path.join(folder, filename)):
             return os.path.join(folder, filename)

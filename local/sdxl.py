@@ -17,7 +17,7 @@ import functools
 import logging
 import os
 
-from ..host import device, residency, weights
+from ..host import comfy, device, residency, weights
 from . import libs
 
 log = logging.getLogger("PoseForge")
@@ -136,12 +136,6 @@ def _json(path):
         return json.load(f)
 
 
-def identity(path):
-    """Cache identity of a file or folder: real path, size and modification time."""
-    st = os.stat(path)
-    return os.path.realpath(path), st.st_size, st.st_mtime_ns
-
-
 def torch_dtype(name):
     import torch
 
@@ -170,17 +164,14 @@ def _tokenizers(folder):
 
 
 def _comfy_root():
-    import sys
-
-    comfy = sys.modules.get("comfy")
-    path = getattr(comfy, "__path__", None)
+    path = getattr(comfy.module("comfy"), "__path__", None)
     return list(path)[0] if path else None
 
 
 def checkpoint(path, dtype_name="auto"):
     """{text_encoder, text_encoder_2, unet, vae} Residents of an SDXL checkpoint, loaded at
     first use with accelerate's low-memory path and cached by file identity."""
-    ident = identity(path)
+    ident = weights.identity(path)
     names = ("text_encoder", "text_encoder_2", "unet", "vae")
 
     def load():
@@ -195,9 +186,7 @@ def checkpoint(path, dtype_name="auto"):
         if os.path.isdir(path):
             pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(path, **common)
         else:
-            beside = os.path.splitext(path)[0] + ".config"
-            config = beside if os.path.exists(os.path.join(beside, "model_index.json")) else CONFIG_DIR
-            pipe = diffusers.StableDiffusionXLPipeline.from_single_file(path, config=config, **common)
+            pipe = diffusers.StableDiffusionXLPipeline.from_single_file(path, config=config_dir(path), **common)
         log.info("PoseForge: loaded SDXL %s (%s)", os.path.basename(path), dtype)
         parts = {name: getattr(pipe, name) for name in names}
         if parts["vae"].dtype != torch.float32:
@@ -219,7 +208,7 @@ def controlnet(path, dtype_name="auto"):
                                                          torch_dtype=torch_dtype(dtype_name),
                                                          low_cpu_mem_usage=True)
 
-    return residency.get(("controlnet", identity(path), dtype_name), load)
+    return residency.get(("controlnet", weights.identity(path), dtype_name), load)
 
 
 def scheduler(name, config_source):
@@ -231,12 +220,17 @@ def scheduler(name, config_source):
     return cls.from_config(_json(config_source), **options)
 
 
-def scheduler_config_path(ckpt_path):
+def config_dir(ckpt_path):
+    """The diffusers config folder of a checkpoint: a diffusers folder is its own; a single file
+    uses a `<name>.config/` folder beside it when there is one, else the SDXL configs we ship."""
     if os.path.isdir(ckpt_path):
-        return os.path.join(ckpt_path, "scheduler", "scheduler_config.json")
+        return ckpt_path
     beside = os.path.splitext(ckpt_path)[0] + ".config"
-    base = beside if os.path.isdir(beside) else CONFIG_DIR
-    return os.path.join(base, "scheduler", "scheduler_config.json")
+    return beside if os.path.exists(os.path.join(beside, "model_index.json")) else CONFIG_DIR
+
+
+def scheduler_config_path(ckpt_path):
+    return os.path.join(config_dir(ckpt_path), "scheduler", "scheduler_config.json")
 
 
 # -- sampling, phase by phase -----------------------------------------------------
@@ -251,8 +245,9 @@ def _pipeline(nets, sched, cn_net, dev):
     if base not in _PINNED:
         _PINNED[base] = type(base.__name__, (base,), {"_execution_device": property(lambda self: self._pf_device)})
     extra = {"controlnet": cn_net} if cn_net is not None else {}
+    tok, tok2 = tokenizers()
     pipe = _PINNED[base](vae=nets["vae"], text_encoder=nets["text_encoder"], text_encoder_2=nets["text_encoder_2"],
-                         tokenizer=tokenizers()[0], tokenizer_2=tokenizers()[1], unet=nets["unet"],
+                         tokenizer=tok, tokenizer_2=tok2, unet=nets["unet"],
                          scheduler=sched, add_watermarker=False, **extra)
     pipe._pf_device = dev
     pipe.set_progress_bar_config(disable=True)
@@ -333,9 +328,7 @@ def _pil(pose):
 def _previewer():
     """latents -> a small PIL preview, using ComfyUI's own SDXL latent->RGB factors inside the
     host (no previews outside it: nothing would show them)."""
-    import sys
-
-    formats = sys.modules.get("comfy.latent_formats")
+    formats = comfy.module("comfy.latent_formats")
     if formats is None or not hasattr(formats, "SDXL"):
         return None
     import torch
