@@ -4,10 +4,12 @@
 A request is a dict: sdxl (the PF_SDXL handle or None), prompt, negative_prompt,
 width, height, steps, guidance, scheduler, seed, samples; for pose runs also pose
 (PF_POSE or a pose-map IMAGE), controlnet_scale, control_start, control_end and
-ip_adapter (PF_IPADAPTER or None). Each side returns ((IMAGE,), details).
+ip_adapter (PF_IPADAPTER of engines/ipadapter.py, or None; Segmind then runs
+`ip-sdxl-openpose`). Each side returns ((IMAGE,), details).
 """
 from ..host import images, models
 from ..host.progress import Progress
+from . import ipadapter
 
 DTYPES = ["auto", "fp16", "bf16", "fp32"]
 NO_LOADER = ("checkpoints", "an SDXL checkpoint: connect a PF_SDXLLoader node to the `sdxl` input", None)
@@ -40,6 +42,8 @@ def files(request):
             raise SDXLRequestError("PF_SDXLOpenPose needs an OpenPose ControlNet: choose one in PF_SDXLLoader's "
                                    f"`controlnet` (it is 'none'). Get one from {sdxl.OPENPOSE_SOURCE}.")
         wanted.append(("controlnet", handle_["controlnet"], sdxl.OPENPOSE_SOURCE))
+    if request.get("ip_adapter") is not None:
+        wanted += ipadapter.files(request["ip_adapter"])
     return wanted
 
 
@@ -55,8 +59,6 @@ def check(request):
         raise SDXLRequestError("samples must be between 1 and 4.")
     if is_pose(request) and not 0 <= request["control_start"] < request["control_end"] <= 1:
         raise SDXLRequestError("control_start must be below control_end, both within 0..1.")
-    if request.get("ip_adapter") is not None:
-        raise SDXLRequestError("IP-Adapter input: PF_IPAdapter is not available in this version of PoseForge.")
 
 
 def pose_maps(pose):
@@ -81,10 +83,15 @@ def local(request):
     from ..local import sdxl
 
     handle_ = request["sdxl"]
-    ckpt_path, *rest = models.require(files(request))
-    job = dict(request, ckpt=ckpt_path, controlnet=rest[0] if rest else None, dtype=handle_["dtype"])
+    paths = models.require(files(request))
+    job = dict(request, ckpt=paths[0], controlnet=paths[1] if is_pose(request) else None, dtype=handle_["dtype"])
     if is_pose(request):
         job["poses"] = pose_maps(request["pose"])
+    if request.get("ip_adapter") is not None:
+        from ..local import ipadapter as local_ip
+
+        local_ip.check_pair(*paths[-2:])  # the two files fit: read from their shapes, before any load
+        job["ip_adapter"] = ipadapter.local_job(request["ip_adapter"], *paths[-2:])
     count = len(job.get("poses") or [None])
     with Progress(request["steps"] * count, "SDXL") as bar:
         out = sdxl.generate(job, bar.step)
@@ -101,10 +108,15 @@ def segmind(request):
     ignored = []
     if is_pose(request):
         photos = pose_photos(request["pose"])
-        jobs = [dict(common, image=images.from_uint8([photo]), controlnet_scale=request["controlnet_scale"],
-                     seed=request["seed"] + i * request["samples"] + k)
-                for i, photo in enumerate(photos) for k in range(request["samples"])]
+        common["controlnet_scale"] = request["controlnet_scale"]
         endpoint = "sdxl-openpose"
+        if request.get("ip_adapter") is not None:
+            fields, skipped = ipadapter.segmind_fields(request["ip_adapter"])
+            common.update(fields)
+            ignored += skipped
+            endpoint = "ip-sdxl-openpose"
+        jobs = [dict(common, image=images.from_uint8([photo]), seed=request["seed"] + i * request["samples"] + k)
+                for i, photo in enumerate(photos) for k in range(request["samples"])]
         ignored += [name for name, default in (("control_start", 0.0), ("control_end", 1.0))
                     if request[name] != default]
         ignored += ["width", "height"]  # the output size is Segmind's

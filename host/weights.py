@@ -55,11 +55,18 @@ WRAPPERS = ("params_ema", "params", "state_dict", "model")
 def keys(path):
     """The tensor names in `path`, looking inside the usual wrappers ({'params_ema': {...}}),
     without reading the tensors (safetensors header, or a memory-mapped torch file)."""
+    return list(shapes(path))
+
+
+def shapes(path):
+    """{tensor name: shape} of `path` without reading the tensors. Inside a wrapper
+    ({'params_ema': {...}}) the inner names; other nested dicts ({'image_proj': {...}})
+    are flattened with dots, as a safetensors file of the same model names them."""
     if path.lower().endswith(SAFETENSORS):
         from safetensors import safe_open
 
         with safe_open(path, framework="pt") as f:
-            return list(f.keys())
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     import torch
 
     try:
@@ -68,5 +75,14 @@ def keys(path):
         raise WeightFileError(f"Cannot read the weight file {path}: {type(exc).__name__}: {str(exc)[:300]}") from exc
     for wrapper in WRAPPERS:
         if isinstance(state.get(wrapper), dict):
-            return list(state[wrapper])
-    return list(state)
+            state = state[wrapper]
+            break
+    return dict(_flat(state, ""))
+
+
+def _flat(state, prefix):
+    for name, value in state.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{name}.")
+        elif hasattr(value, "shape"):
+            yield prefix + name, tuple(value.shape)

@@ -13,12 +13,13 @@ Each component (text encoders, UNet, ControlNet, VAE) is a Resident of
 host/residency.py and is on the device only for its phase: encode, sample, decode.
 The VAE is kept in fp32, so fp16 runs never decode black images.
 """
+import contextlib
 import functools
 import logging
 import os
 
 from ..host import comfy, device, residency, weights
-from . import libs
+from . import ipadapter, libs
 
 log = logging.getLogger("PoseForge")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -256,10 +257,12 @@ def _pipeline(nets, sched, cn_net, dev):
 
 def generate(request, step):
     """Run one SDXL job. request: ckpt, controlnet (path or None), dtype, prompt, negative_prompt,
-    width, height, steps, guidance, scheduler, seed, samples, and for ControlNet runs `poses`
-    (list of HxWx3 uint8 maps), controlnet_scale, control_start, control_end.
-    `step(preview=None)` is called after every sampler step. Returns a list of HxWx3 float32
-    arrays in 0..1: per pose (or once without poses), `samples` images with seeds seed, seed+1, ..."""
+    width, height, steps, guidance, scheduler, seed, samples; for ControlNet runs `poses`
+    (list of HxWx3 uint8 maps), controlnet_scale, control_start, control_end; optionally
+    `ip_adapter` (engines/ipadapter.local_job: adapter, encoder, images, negative, scale,
+    mode, combine). `step(preview=None)` is called after every sampler step. Returns a list
+    of HxWx3 float32 arrays in 0..1: per pose (or once without poses), `samples` images with
+    seeds seed, seed+1, ..."""
     import torch
 
     dev = device.torch_device()
@@ -268,16 +271,24 @@ def generate(request, step):
     sched = scheduler(request["scheduler"], scheduler_config_path(request["ckpt"]))
     pipe = _pipeline({name: r.net for name, r in parts.items()}, sched, cn.net if cn else None, dev)
     samples, guidance = request["samples"], request["guidance"]
+    ip = request.get("ip_adapter")
+    adapter = ipadapter.adapter(ip["adapter"], parts["unet"]) if ip else None
 
-    with torch.no_grad():  # phase 1: text encoders
+    with torch.no_grad():  # phase 1: text encoders (and the image encoder)
         residency.use(parts["text_encoder"], parts["text_encoder_2"])
         embeds = pipe.encode_prompt(prompt=request["prompt"], device=dev, num_images_per_prompt=1,
                                     do_classifier_free_guidance=guidance > 1.0,
                                     negative_prompt=request.get("negative_prompt") or None)
     names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
     embeds = dict(zip(names, embeds))
+    if ip:
+        encoder = ipadapter.encoder(ip["encoder"], parts["unet"].net.dtype)
+        info = ipadapter.adapter_info(weights.shapes(ip["adapter"]), os.path.basename(ip["adapter"]))
+        image_embeds = ipadapter.image_embeds(encoder, info, ip["images"], ip["negative"], ip["combine"],
+                                              guided=guidance > 1.0)
+        embeds["ip_adapter_image_embeds"] = [image_embeds.to(dev, parts["unet"].net.dtype)]
 
-    residency.use(parts["unet"], *([cn] if cn else []))  # phase 2: UNet (+ ControlNet)
+    residency.use(parts["unet"], *[r for r in (cn, adapter) if r])  # phase 2: UNet (+ ControlNet, IP-Adapter)
     preview = _previewer()
     poses = request.get("poses") or [None]
     latents = []
@@ -286,16 +297,19 @@ def generate(request, step):
         step(preview=preview(kwargs["latents"]) if preview else None)
         return kwargs
 
-    for index, pose in enumerate(poses):
-        first = request["seed"] + index * samples
-        generators = [torch.Generator("cpu").manual_seed(first + k) for k in range(samples)]
-        args = dict(embeds, width=request["width"], height=request["height"],
-                    num_inference_steps=request["steps"], guidance_scale=guidance, generator=generators,
-                    num_images_per_prompt=samples, output_type="latent", callback_on_step_end=on_step)
-        if cn is not None:
-            args.update(image=_pil(pose), controlnet_conditioning_scale=request["controlnet_scale"],
-                        control_guidance_start=request["control_start"], control_guidance_end=request["control_end"])
-        latents.append(pipe(**args).images)
+    with (ipadapter.installed(pipe, adapter.net, ipadapter.block_scales(pipe.unet, ip["mode"], ip["scale"]))
+          if ip else contextlib.nullcontext()):
+        for index, pose in enumerate(poses):
+            first = request["seed"] + index * samples
+            generators = [torch.Generator("cpu").manual_seed(first + k) for k in range(samples)]
+            args = dict(embeds, width=request["width"], height=request["height"],
+                        num_inference_steps=request["steps"], guidance_scale=guidance, generator=generators,
+                        num_images_per_prompt=samples, output_type="latent", callback_on_step_end=on_step)
+            if cn is not None:
+                args.update(image=_pil(pose), controlnet_conditioning_scale=request["controlnet_scale"],
+                            control_guidance_start=request["control_start"],
+                            control_guidance_end=request["control_end"])
+            latents.append(pipe(**args).images)
 
     vae, = residency.use(parts["vae"])  # phase 3: VAE, in fp32
     return [img for batch in latents for img in decode(vae, batch)]

@@ -1,8 +1,8 @@
 """ComfyUI-facing node classes (V1 contract). Each node is one contract with
 up to two backends; the engines live in `local/` and `segmind/`."""
-from . import codeformer, pose, sdxl
+from . import codeformer, ipadapter, pose, sdxl
 
-NODE_MODULES = (pose, sdxl, codeformer)
+NODE_MODULES = (pose, ipadapter, sdxl, codeformer)
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}

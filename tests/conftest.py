@@ -106,3 +106,36 @@ def with_openpose(openpose_root, monkeypatch):
     pf("host.models").set_models_root(openpose_root)
     yield openpose_root
     pf("host.models").set_models_root(None)
+
+
+# -- tiny SDXL (tests/tiny_sdxl.py), shared by the SDXL and IP-Adapter tests -------
+@pytest.fixture(scope="session")
+def sdxl_files(tiny_root):
+    import tiny_sdxl
+
+    return tiny_sdxl.save(str(tiny_root))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connection except to this machine fails the test (diffusers must stay offline)."""
+    import socket
+
+    real = socket.socket.connect
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise AssertionError(f"PoseForge tried to reach the network: {address}")
+        return real(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+@pytest.fixture
+def sdxl(sdxl_files, tiny_root, no_network):
+    models = pf("host.models")
+    models.set_models_root(tiny_root)
+    loader = PACK.NODE_CLASS_MAPPINGS["PF_SDXLLoader"]()
+    yield loader.load("tiny_sdxl.safetensors", "tiny-openpose-sdxl/diffusion_pytorch_model.safetensors")[0]
+    models.set_models_root(None)

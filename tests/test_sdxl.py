@@ -1,8 +1,6 @@
 """PF_SDXLLoader / PF_SDXLText2Image / PF_SDXLOpenPose on a tiny random-weight SDXL written
 as a real LDM single file and a tiny SDXL ControlNet in diffusers keys, loaded with the
 network disabled; the Segmind side against the fake server."""
-import socket
-
 import numpy as np
 import pytest
 import torch
@@ -21,34 +19,6 @@ Text2Image = PACK.NODE_CLASS_MAPPINGS["PF_SDXLText2Image"]
 OpenPose = PACK.NODE_CLASS_MAPPINGS["PF_SDXLOpenPose"]
 FAST = dict(prompt="a red cube", negative_prompt="blurry", width=64, height=64, num_inference_steps=2,
             guidance_scale=5.0, scheduler="Euler", seed=7, samples=1)
-
-
-@pytest.fixture(scope="session")
-def sdxl_files(tiny_root):
-    import tiny_sdxl
-
-    return tiny_sdxl.save(str(tiny_root))
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any connection except to this machine fails the test (diffusers must stay offline)."""
-    real = socket.socket.connect
-
-    def connect(self, address):
-        host = address[0] if isinstance(address, tuple) else address
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise AssertionError(f"PoseForge tried to reach the network: {address}")
-        return real(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-
-
-@pytest.fixture
-def sdxl(sdxl_files, tiny_root, no_network):
-    models.set_models_root(tiny_root)
-    yield Loader().load("tiny_sdxl.safetensors", "tiny-openpose-sdxl/diffusion_pytorch_model.safetensors")[0]
-    models.set_models_root(None)
 
 
 def pose_map(seed=0, size=64):

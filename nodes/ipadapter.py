@@ -1,0 +1,45 @@
+"""PF_IPAdapter: an image prompt for PF_SDXLOpenPose."""
+from ..engines import ipadapter as engine
+from ..host import models
+
+
+class PF_IPAdapter:
+    NODE_ID = "PF_IPAdapter"
+    DISPLAY_NAME = "IP-Adapter XL (PoseForge)"
+    CATEGORY = "PoseForge/sdxl"
+    RETURN_TYPES = ("PF_IPADAPTER",)
+    RETURN_NAMES = ("ip_adapter",)
+    FUNCTION = "prepare"
+    DESCRIPTION = ("An image prompt for PF_SDXLOpenPose: the look comes from the reference image(s). Local: an SDXL "
+                   "IP-Adapter (models/ipadapter) and the CLIP vision encoder it needs (models/clip_vision), told "
+                   "apart by their contents; nothing loads here. Segmind (ip-sdxl-openpose): the first reference "
+                   "image and the scale are sent.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE", {"tooltip": "Reference image(s); a batch gives several references (see combine)."}),
+            "ipadapter": (models.choices("ipadapter", "ip-adapter-plus_sdxl_vit-h.safetensors"), {
+                "tooltip": "An SDXL IP-Adapter from h94/IP-Adapter sdxl_models (.safetensors or .bin). The plus-face "
+                           "adapter expects a face crop as the reference."}),
+            "clip_vision": (models.choices("clip_vision", "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"), {
+                "tooltip": "The encoder the adapter needs: ViT-H-14 for the _vit-h adapters, ViT-bigG-14 for "
+                           "ip-adapter_sdxl. A wrong pair is refused with the right name."}),
+            "ip_adapter_scale": ("FLOAT", {"default": 0.6, "min": 0.0, "max": 1.0, "step": 0.05,
+                                           "tooltip": "How strongly the image prompt steers (0 = not at all)."}),
+            "mode": (engine.MODES, {"default": "standard", "tooltip": (
+                "standard: every attention layer. style: only the layer that carries style (InstantStyle), so the "
+                "reference's look without its layout. composition: only the layout layer. Local only.")}),
+            "combine": (engine.COMBINE, {"default": "average", "tooltip": (
+                "Several reference images: average their embeddings, or concat their tokens (each keeps its "
+                "own influence). Local only.")}),
+        }, "optional": {
+            "negative_image": ("IMAGE", {"tooltip": "What to steer away from (local only); several are averaged."}),
+        }}
+
+    def prepare(self, image, ipadapter, clip_vision, ip_adapter_scale=0.6, mode="standard", combine="average",
+                negative_image=None):
+        return (engine.handle(image, negative_image, ipadapter, clip_vision, ip_adapter_scale, mode, combine),)
+
+
+NODES = (PF_IPAdapter,)
