@@ -90,8 +90,8 @@ def local(request):
     if request.get("ip_adapter") is not None:
         from ..local import ipadapter as local_ip
 
-        local_ip.check_pair(*paths[-2:])  # the two files fit: read from their shapes, before any load
-        job["ip_adapter"] = ipadapter.local_job(request["ip_adapter"], *paths[-2:])
+        info, _ = local_ip.check_pair(*paths[-2:])  # the two files fit: read from their shapes, before any load
+        job["ip_adapter"] = dict(ipadapter.local_job(request["ip_adapter"], *paths[-2:]), info=info)
     count = len(job.get("poses") or [None])
     with Progress(request["steps"] * count, "SDXL") as bar:
         out = sdxl.generate(job, bar.step)

@@ -11,7 +11,9 @@ ComfyUI's own `comfy/sd1_tokenizer/` inside the host and from `clip_vocab/`
 
 Each component (text encoders, UNet, ControlNet, VAE) is a Resident of
 host/residency.py and is on the device only for its phase: encode, sample, decode.
-The VAE is kept in fp32, so fp16 runs never decode black images.
+The VAE is kept in fp32, so fp16 runs never decode black images. With an IP-Adapter
+(local/ipadapter.py) the CLIP vision encoder joins the first phase, the adapter the
+second, and the adapter is in the UNet only while the run samples.
 """
 import contextlib
 import functools
@@ -260,7 +262,7 @@ def generate(request, step):
     width, height, steps, guidance, scheduler, seed, samples; for ControlNet runs `poses`
     (list of HxWx3 uint8 maps), controlnet_scale, control_start, control_end; optionally
     `ip_adapter` (engines/ipadapter.local_job: adapter, encoder, images, negative, scale,
-    mode, combine). `step(preview=None)` is called after every sampler step. Returns a list
+    mode, combine, and the adapter's `info` from local/ipadapter.check_pair). `step(preview=None)` is called after every sampler step. Returns a list
     of HxWx3 float32 arrays in 0..1: per pose (or once without poses), `samples` images with
     seeds seed, seed+1, ..."""
     import torch
@@ -283,8 +285,7 @@ def generate(request, step):
     embeds = dict(zip(names, embeds))
     if ip:
         encoder = ipadapter.encoder(ip["encoder"], parts["unet"].net.dtype)
-        info = ipadapter.adapter_info(weights.shapes(ip["adapter"]), os.path.basename(ip["adapter"]))
-        image_embeds = ipadapter.image_embeds(encoder, info, ip["images"], ip["negative"], ip["combine"],
+        image_embeds = ipadapter.image_embeds(encoder, ip["info"], ip["images"], ip["negative"], ip["combine"],
                                               guided=guidance > 1.0)
         embeds["ip_adapter_image_embeds"] = [image_embeds.to(dev, parts["unet"].net.dtype)]
 
