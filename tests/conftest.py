@@ -139,3 +139,12 @@ def sdxl(sdxl_files, tiny_root, no_network):
     loader = PACK.NODE_CLASS_MAPPINGS["PF_SDXLLoader"]()
     yield loader.load("tiny_sdxl.safetensors", "tiny-openpose-sdxl/diffusion_pytorch_model.safetensors")[0]
     models.set_models_root(None)
+
+
+@pytest.fixture(scope="session")
+def ip_files(sdxl_files, tiny_root):
+    """Tiny CLIP vision encoders and IP-Adapters for the tiny SDXL (tests/tiny_ipadapter.py)."""
+    import tiny_ipadapter
+
+    built, _, _ = sdxl_files
+    return tiny_ipadapter.save(str(tiny_root), built["unet"])

@@ -21,14 +21,6 @@ IPAdapter = PACK.NODE_CLASS_MAPPINGS["PF_IPAdapter"]
 OpenPose = PACK.NODE_CLASS_MAPPINGS["PF_SDXLOpenPose"]
 
 
-@pytest.fixture(scope="session")
-def ip_files(sdxl_files, tiny_root):
-    import tiny_ipadapter
-
-    built, _, _ = sdxl_files
-    return tiny_ipadapter.save(str(tiny_root), built["unet"])
-
-
 @pytest.fixture
 def ready(sdxl, ip_files):
     ipa.clear_cache()
