@@ -96,7 +96,7 @@ def local(request):
     with Progress(request["steps"] * count, "SDXL") as bar:
         out = sdxl.generate(job, bar.step)
     result = torch.from_numpy(np.stack(out).astype(np.float32))
-    return (result,), {"images": len(out), "seed": request["seed"]}
+    return (result,), {"image_count": len(out), "seed": request["seed"]}
 
 
 def segmind(request):
@@ -127,4 +127,4 @@ def segmind(request):
     out, info = Client().run(endpoint, jobs)
     if ignored:
         info["segmind_ignores"] = ", ".join(ignored)
-    return (out,), dict(info, images=int(out.shape[0]))
+    return (out,), dict(info, image_count=int(out.shape[0]))

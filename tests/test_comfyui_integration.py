@@ -1,6 +1,12 @@
 """The pack inside a real ComfyUI (COMFYUI_DIR), started with --cpu: a graph queued
 through POST /prompt runs our nodes on tiny files, /history carries their outputs,
-ComfyUI's memory manager lists our networks, and POST /free releases them.
+ComfyUI's memory manager lists our networks, and POST /free releases them; every
+example API graph completes (local ones on the tiny models, Segmind ones against the
+fake Segmind, with a sentinel key that must not appear in /history, the log or the
+PNGs); every UI example is valid against ComfyUI's own /object_info and, when
+Chromium and chromedriver are installed, loads in the real editor with no missing
+node and no console error from our scripts (POSEFORGE_SCREENSHOTS=<dir> keeps a
+screenshot of each).
 
 COMFYUI_PYTHON names the Python that has ComfyUI's requirements (default: this one).
 Skips when COMFYUI_DIR is not set."""
@@ -17,6 +23,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import queue_example
+import workflows
+from fake_segmind import FakeSegmind
+from test_workflows import API, INPUT, SENTINEL, TINY, UI
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
@@ -29,26 +40,32 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _call(url, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
+_call = queue_example.call
 
 
 @pytest.fixture(scope="module")
-def comfyui(tmp_path_factory, cf_root, openpose_root):
+def segmind():
+    server = FakeSegmind(keys=(SENTINEL,), image_format="PNG").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def comfyui(tmp_path_factory, cf_root, openpose_root, sdxl_files, ip_files, tiny_root, segmind):
     base = tmp_path_factory.mktemp("comfy")
     (base / "custom_nodes").mkdir()
     os.symlink(ROOT, base / "custom_nodes" / "PoseForge")
-    for folder in ("openpose", "facerestore_models", "facedetection"):
-        shutil.copytree(cf_root / folder, base / "models" / folder)
-    (base / "input").mkdir()
+    for folder in ("openpose", "facerestore_models", "facedetection", "checkpoints", "controlnet", "ipadapter",
+                   "clip_vision"):
+        shutil.copytree(tiny_root / folder, base / "models" / folder)
+    for spec in workflows.MODELS.values():  # the examples' file names, listed as a user's would be
+        (base / "models" / spec["directory"] / spec["name"]).write_bytes(b"")
+    shutil.copytree(INPUT, base / "input")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(base / "input" / "photo.png")
     port = _free_port()
-    env = dict(os.environ, SEGMIND_API_KEY="", POSEFORGE_OFFLINE="1")
+    env = dict(os.environ, SEGMIND_API_KEY=SENTINEL, SEGMIND_API_BASE=segmind.base_url, HF_HUB_OFFLINE="1")
+    env.pop("POSEFORGE_OFFLINE", None)
     log = open(base / "comfyui.log", "w")
     proc = subprocess.Popen([PYTHON, "main.py", "--cpu", "--base-directory", str(base), "--listen", "127.0.0.1",
                              "--port", str(port), "--disable-auto-launch"], cwd=COMFYUI_DIR, env=env,
@@ -70,29 +87,23 @@ def comfyui(tmp_path_factory, cf_root, openpose_root):
         log.close()
 
 
-def _run(url, graph):
-    queued = _call(url + "/prompt", {"prompt": graph, "client_id": "poseforge-test"})
-    assert not queued.get("node_errors"), queued["node_errors"]  # else ComfyUI silently skips those nodes
-    prompt_id = queued["prompt_id"]
-    for _ in range(1200):
-        history = _call(f"{url}/history/{prompt_id}")
-        if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
-            entry = history[prompt_id]
-            assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
-            return entry["outputs"]
-        time.sleep(0.5)
-    pytest.fail("the graph did not finish")
+def _run(url, graph, workflow=None):
+    """Queue `graph` and wait, as tools/queue_example.py (the README's API-mode script) does."""
+    entry = queue_example.wait(url, queue_example.queue(url, graph, workflow), timeout=600)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
+    return entry["outputs"]
 
 
 def test_pack_loads_and_registers_its_nodes(comfyui):
     url, base = comfyui
     info = _call(url + "/object_info")
-    for node in ("PF_OpenPoseExtract", "PF_PoseRender", "PF_SDXLLoader", "PF_SDXLText2Image", "PF_SDXLOpenPose",
-                 "PF_CodeFormer"):
+    for node in ("PF_OpenPoseExtract", "PF_PoseRender", "PF_IPAdapter", "PF_SDXLLoader", "PF_SDXLText2Image",
+                 "PF_SDXLOpenPose", "PF_CodeFormer"):
         assert node in info, node
     log = (base / "comfyui.log").read_text()
     assert "IMPORT FAILED" not in "".join(l for l in log.splitlines() if "PoseForge" in l), log[-3000:]
-    assert _call(url + "/poseforge/status")["segmind_key"] is False
+    status = _call(url + "/poseforge/status")
+    assert status["segmind_key"] is True and SENTINEL not in json.dumps(status)
     scripts = [e for e in _call(url + "/extensions") if e.startswith("/extensions/PoseForge/")]
     assert scripts == ["/extensions/PoseForge/poseforge.js"]
     with urllib.request.urlopen(url + scripts[0], timeout=30) as resp:
@@ -132,3 +143,106 @@ def test_graph_runs_and_free_releases_our_models(comfyui):
             break
         time.sleep(0.5)
     assert _call(url + "/poseforge/status")["loaded"] == []
+
+
+# -- the example workflows ------------------------------------------------------------
+def test_ui_examples_are_valid_against_comfyuis_object_info(comfyui):
+    url, _ = comfyui
+    defs = _call(url + "/object_info")
+    for name, ui in UI.items():
+        assert workflows.problems(ui, defs) == [], name
+    templates = _call(url + "/workflow_templates")
+    assert sorted(templates["PoseForge"]) == sorted(UI)  # the API twins (api/) are not offered as templates
+    with urllib.request.urlopen(f"{url}/api/workflow_templates/PoseForge/{next(iter(UI))}.jpg", timeout=30) as r:
+        assert r.headers["Content-Type"] == "image/jpeg"
+
+
+# ComfyUI validates widget ranges, so the tiny runs keep SDXL's 512 minimum
+IN_COMFYUI = dict(TINY, width=512, height=512, resolution=128)
+
+
+@pytest.mark.parametrize("name", sorted(API))
+def test_api_examples_complete_through_prompt(comfyui, name, tmp_path):
+    url, base = comfyui
+    graph = json.loads(json.dumps(API[name]))
+    if not name.endswith("_segmind"):
+        for node in graph.values():
+            node["inputs"].update({k: v for k, v in IN_COMFYUI.items() if k in node["inputs"]})
+    outputs = _run(url, graph, workflow=UI[name])
+    kinds = {n: node["class_type"] for n, node in graph.items()}
+    pose = next(outputs[n] for n, k in kinds.items() if k == "PF_OpenPoseExtract")
+    assert json.loads(pose["openpose_json"][0])[0]["canvas_width"] > 0
+    backend = "segmind" if name.endswith("_segmind") else "local"
+    for n, kind in kinds.items():
+        if kind in ("PF_SDXLOpenPose", "PF_SDXLText2Image", "PF_CodeFormer"):
+            assert outputs[n]["backend"] == [backend], (n, kind)
+        if kind == "SaveImage":
+            saved = outputs[n]["images"][0]
+            with Image.open(base / "output" / saved["subfolder"] / saved["filename"]) as img:
+                assert img.size[0] >= 128 and "workflow" in img.info
+    fetched = queue_example.download(url, outputs, str(tmp_path))  # through GET /view, as the script does
+    assert len(fetched) == sum(k == "SaveImage" for k in kinds.values())
+
+
+def test_no_segmind_key_in_history_log_or_pngs(comfyui):
+    url, base = comfyui
+    history = json.dumps(_call(url + "/history"))
+    assert "ip-sdxl-openpose" in (base / "comfyui.log").read_text() or "segmind" in history
+    places = {"/history": history, "log": (base / "comfyui.log").read_text()}
+    for png in (base / "output").rglob("*.png"):
+        places[str(png.name)] = png.read_bytes().decode("latin-1")
+    assert len(places) > 4
+    for where, text in places.items():
+        assert SENTINEL not in text, f"the Segmind key leaked into {where}"
+
+
+def _browser():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("Debian's chromium and chromium-driver are needed for the editor check")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
+    return webdriver.Chrome(options=options, service=service)
+
+
+LOAD = """const done = arguments[arguments.length - 1];
+(async () => {
+  await window.app.loadGraphData(arguments[0]);
+  const types = window.app.graph._nodes.map((n) => n.type);
+  done({missing: types.filter((t) => !LiteGraph.registered_node_types[t]), count: types.length});
+})().catch((e) => done({error: String(e)}));"""
+
+
+def test_ui_examples_load_in_the_real_editor(comfyui):
+    url, _ = comfyui
+    for setting, value in (("Comfy.TutorialCompleted", True), ("Comfy.Minimap.Visible", False)):
+        _call(f"{url}/settings/{setting}", value)  # no first-run template dialog over the graph
+    driver = _browser()
+    shots = os.environ.get("POSEFORGE_SCREENSHOTS")
+    try:
+        driver.set_script_timeout(60)
+        driver.get(url)
+        for _ in range(120):
+            if driver.execute_script("return !!(window.app && window.app.graph && window.LiteGraph "
+                                     "&& LiteGraph.registered_node_types['PF_SDXLOpenPose'])"):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the editor did not register PoseForge's nodes")
+        for name, ui in UI.items():
+            result = driver.execute_async_script(LOAD, ui)
+            assert "error" not in result, result
+            assert result["missing"] == [] and result["count"] == len(ui["nodes"]), (name, result)
+            time.sleep(1.5)
+            if shots:
+                os.makedirs(shots, exist_ok=True)
+                driver.save_screenshot(os.path.join(shots, name + ".png"))
+        ours = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"
+                and ("PoseForge" in e["message"] or "poseforge" in e["message"])]
+        assert ours == [], ours
+    finally:
+        driver.quit()

@@ -40,7 +40,7 @@ def example_files(tmp_path):
         path.write_bytes(b"")
     models = pf("host.models")
     models.set_models_root(tmp_path)
-    yield {name: ui for name, ui in UI.items()}
+    yield
     models.set_models_root(None)
 
 
@@ -57,7 +57,7 @@ def test_the_four_examples_and_their_twins_exist():
 
 def test_every_example_is_valid_against_the_live_nodes(example_files):
     defs = live_defs()
-    for name, ui in example_files.items():
+    for name, ui in UI.items():
         assert workflows.problems(ui, defs) == [], name
 
 
@@ -154,6 +154,8 @@ def execute(api, ui, out_dir, overrides=None):
         out = getattr(cls(), cls.FUNCTION)(**inputs)
         if isinstance(out, dict):
             history[node_id] = out.get("ui", {})
+            # `images` in a ui output is ComfyUI's image-preview list: ours must not use the name
+            assert "images" not in history[node_id], (kind, history[node_id])
             out = out["result"]
         results[node_id] = out
     return history
