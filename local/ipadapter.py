@@ -261,6 +261,8 @@ def image_embeds(encoder_resident, info, images, negative, combine, guided):
     (2 if guided else 1, n, ...) with the negative first. `combine`: 'average' the
     reference images into one embedding, or 'concat' their tokens. Negative images are
     averaged; without one the reference's unconditional input is used."""
+    import torch
+
     what = info["input"]
     pos = encode(encoder_resident, list(images), what)
     if combine == "average":
@@ -268,12 +270,10 @@ def image_embeds(encoder_resident, info, images, negative, combine, guided):
     if negative is not None:
         neg = encode(encoder_resident, list(negative), what).mean(0, keepdim=True)
     elif what == "embeds":
-        neg = pos[:1] * 0
+        neg = torch.zeros_like(pos[:1])
     else:
         neg = encode(encoder_resident, [None], what)
     neg = neg.expand_as(pos)
-    import torch
-
     return torch.stack([neg, pos]) if guided else pos[None]
 
 

@@ -223,6 +223,12 @@ def test_two_reference_images_average_or_concat(ready):
     assert not torch.equal(averaged, single) and not torch.equal(concatenated, averaged)
 
 
+def test_without_guidance_only_the_image_prompt_side_is_passed(ready):
+    plain = run(ready, guidance_scale=1.0)
+    guided = run(ready, adapter(), guidance_scale=1.0)
+    assert guided.shape == plain.shape and not torch.equal(guided, plain)
+
+
 def test_negative_image_changes_the_result(ready):
     assert not torch.equal(run(ready, adapter(negative_image=reference(5))), run(ready, adapter()))
 
