@@ -241,6 +241,17 @@ def test_ui_examples_load_in_the_real_editor(comfyui):
             if shots:
                 os.makedirs(shots, exist_ok=True)
                 driver.save_screenshot(os.path.join(shots, name + ".png"))
+        # queue a Segmind example from the editor: our extension writes under the node what ran
+        driver.execute_async_script(LOAD, UI["ipadapter_xl_openpose_segmind"])
+        driver.execute_script("window.app.queuePrompt(0, 1)")
+        shown = ""
+        for _ in range(240):
+            shown = driver.execute_script("return window.app.graph._nodes.filter((n) => "
+                                          "n.type === 'PF_SDXLOpenPose').map((n) => n.pfLastRun || '')[0]")
+            if shown:
+                break
+            time.sleep(0.5)
+        assert "ran on segmind" in shown and "cost $" in shown and "credits left" in shown, shown
         ours = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"
                 and ("PoseForge" in e["message"] or "poseforge" in e["message"])]
         assert ours == [], ours
