@@ -90,8 +90,9 @@ def local(request):
     if request.get("ip_adapter") is not None:
         from ..local import ipadapter as local_ip
 
-        info, _ = local_ip.check_pair(*paths[-2:])  # the two files fit: read from their shapes, before any load
-        job["ip_adapter"] = dict(ipadapter.local_job(request["ip_adapter"], *paths[-2:]), info=info)
+        adapter_path, encoder_path = paths[-2:]
+        info, _ = local_ip.check_pair(adapter_path, encoder_path)  # they fit, read from their shapes: before any load
+        job["ip_adapter"] = dict(request["ip_adapter"], adapter=adapter_path, encoder=encoder_path, info=info)
     count = len(job.get("poses") or [None])
     with Progress(request["steps"] * count, "SDXL") as bar:
         out = sdxl.generate(job, bar.step)

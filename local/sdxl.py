@@ -261,10 +261,11 @@ def generate(request, step):
     """Run one SDXL job. request: ckpt, controlnet (path or None), dtype, prompt, negative_prompt,
     width, height, steps, guidance, scheduler, seed, samples; for ControlNet runs `poses`
     (list of HxWx3 uint8 maps), controlnet_scale, control_start, control_end; optionally
-    `ip_adapter` (engines/ipadapter.local_job: adapter, encoder, images, negative, scale,
-    mode, combine, and the adapter's `info` from local/ipadapter.check_pair). `step(preview=None)` is called after every sampler step. Returns a list
-    of HxWx3 float32 arrays in 0..1: per pose (or once without poses), `samples` images with
-    seeds seed, seed+1, ..."""
+    `ip_adapter` (the engines/ipadapter handle: images, negative, scale, mode, combine; plus
+    the `adapter` and `encoder` paths and the adapter's `info` from local/ipadapter.check_pair).
+    `step(preview=None)` is called after every sampler step. Returns a list of HxWx3 float32
+    arrays in 0..1: per pose (or once without poses), `samples` images with seeds seed,
+    seed+1, ..."""
     import torch
 
     dev = device.torch_device()
@@ -284,10 +285,11 @@ def generate(request, step):
     names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
     embeds = dict(zip(names, embeds))
     if ip:
-        encoder = ipadapter.encoder(ip["encoder"], parts["unet"].net.dtype)
+        dtype = parts["unet"].net.dtype  # the image encoder and its embeddings in the UNet's dtype
+        encoder = ipadapter.encoder(ip["encoder"], dtype)
         image_embeds = ipadapter.image_embeds(encoder, ip["info"], ip["images"], ip["negative"], ip["combine"],
                                               guided=guidance > 1.0)
-        embeds["ip_adapter_image_embeds"] = [image_embeds.to(dev, parts["unet"].net.dtype)]
+        embeds["ip_adapter_image_embeds"] = [image_embeds.to(dev, dtype)]
 
     residency.use(parts["unet"], *[r for r in (cn, adapter) if r])  # phase 2: UNet (+ ControlNet, IP-Adapter)
     preview = _previewer()
