@@ -108,6 +108,17 @@ def with_openpose(openpose_root, monkeypatch):
     pf("host.models").set_models_root(None)
 
 
+@pytest.fixture
+def fake(api_key, monkeypatch, models_root):
+    """The fake Segmind (tests/fake_segmind.py) on 127.0.0.1, knowing `api_key`; the client points at it."""
+    from fake_segmind import FakeSegmind
+
+    server = FakeSegmind(keys=(api_key,), image_format="PNG").start()
+    monkeypatch.setenv("SEGMIND_API_BASE", server.base_url)
+    yield server
+    server.stop()
+
+
 # -- tiny SDXL (tests/tiny_sdxl.py), shared by the SDXL and IP-Adapter tests -------
 @pytest.fixture(scope="session")
 def sdxl_files(tiny_root):

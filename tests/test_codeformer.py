@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from conftest import PACK, pf
-from fake_segmind import FakeSegmind
 from tiny_models import codeformer_net
 
 engine = pf("local.codeformer")
@@ -130,14 +129,9 @@ def test_missing_model_files_are_named(models_root, no_key):
     assert "detection_Resnet50_Final.pth" in text and "facedetection" in text and "SEGMIND_API_KEY" in text
 
 
-def test_segmind_backend_against_the_fake_server(models_root, api_key, monkeypatch):
-    fake = FakeSegmind(keys=(api_key,), image_format="PNG").start()
-    monkeypatch.setenv("SEGMIND_API_BASE", fake.base_url)
-    try:
-        img = torch.rand(3, 24, 32, 3, generator=torch.Generator().manual_seed(0))
-        out = Node().restore(img, "codeformer.pth", fidelity=0.7, upscale=2, backend="auto")
-    finally:
-        fake.stop()
+def test_segmind_backend_against_the_fake_server(fake, api_key):
+    img = torch.rand(3, 24, 32, 3, generator=torch.Generator().manual_seed(0))
+    out = Node().restore(img, "codeformer.pth", fidelity=0.7, upscale=2, backend="auto")
     result, mask = out["result"]
     assert out["ui"]["backend"] == ["segmind"] and "x-remaining-credits" in out["ui"]
     assert result.shape == (3, 48, 64, 3) and mask.shape == (3, 48, 64)
@@ -226,14 +220,9 @@ def test_model_list_shows_codeformer_files_by_content(tmp_path, cf_root):
     assert choices == ["my_restorer.pth"]
 
 
-def test_segmind_lists_inputs_it_ignores_and_enhances_without_a_local_file(models_root, api_key, monkeypatch):
-    fake = FakeSegmind(keys=(api_key,), image_format="PNG").start()
-    monkeypatch.setenv("SEGMIND_API_BASE", fake.base_url)
-    try:
-        out = Node().restore(torch.rand(1, 24, 32, 3), "codeformer.pth", background_enhance=True,
-                             detection_threshold=0.5, paste_mask="square", backend="segmind")
-    finally:
-        fake.stop()
+def test_segmind_lists_inputs_it_ignores_and_enhances_without_a_local_file(fake):
+    out = Node().restore(torch.rand(1, 24, 32, 3), "codeformer.pth", background_enhance=True,
+                         detection_threshold=0.5, paste_mask="square", backend="segmind")
     assert fake.requests[0][2]["bg"] is True
     assert out["ui"]["segmind_ignores"] == ["detection_threshold, paste_mask"]
 

@@ -9,7 +9,6 @@ import torch
 
 import host_stubs
 from conftest import PACK, pf
-from fake_segmind import FakeSegmind
 from test_sdxl import FAST, pose_map, pose_run
 
 ipa = pf("local.ipadapter")
@@ -279,14 +278,6 @@ def test_missing_adapter_files_are_named(models_root, sdxl_files, tiny_root, no_
 
 
 # -- Segmind -------------------------------------------------------------------
-@pytest.fixture
-def fake(api_key, monkeypatch, models_root):
-    server = FakeSegmind(keys=(api_key,), image_format="PNG").start()
-    monkeypatch.setenv("SEGMIND_API_BASE", server.base_url)
-    yield server
-    server.stop()
-
-
 def segmind_run(ip, **overrides):
     photo = torch.rand(1, 40, 32, 3, generator=torch.Generator().manual_seed(2))
     pose = {"map": pose_map(), "keypoints": [], "source": photo}

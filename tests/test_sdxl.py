@@ -7,7 +7,6 @@ import torch
 
 import host_stubs
 from conftest import PACK, pf
-from fake_segmind import FakeSegmind
 
 models = pf("host.models")
 engine = pf("local.sdxl")
@@ -183,14 +182,6 @@ def test_library_import_failure_says_what_to_do(monkeypatch):
 
 
 # -- Segmind -------------------------------------------------------------------
-@pytest.fixture
-def fake(api_key, monkeypatch, models_root):
-    server = FakeSegmind(keys=(api_key,), image_format="PNG").start()
-    monkeypatch.setenv("SEGMIND_API_BASE", server.base_url)
-    yield server
-    server.stop()
-
-
 def test_segmind_text2image_maps_fields(fake, api_key):
     out = Text2Image().generate(backend="segmind", **dict(FAST, width=512, height=768, num_inference_steps=25,
                                                            samples=2))
