@@ -29,6 +29,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from doctor import load_pack, submodule  # noqa: E402
 
+import sdxl as sdxl_bench  # noqa: E402  bench/sdxl.py: the same tiny pose run and diffusers pipeline
+
 
 def timed(fn):
     t = time.perf_counter()
@@ -62,26 +64,16 @@ def main(steps=8, size=128, repeats=5):
     reference = torch.rand(1, 96, 96, 3, generator=torch.Generator().manual_seed(1))
     ip = pack.NODE_CLASS_MAPPINGS["PF_IPAdapter"]().prepare(
         reference, "tiny-plus_vit-h.bin", "tiny-vit-h/model.safetensors", 0.7, "standard", "average")[0]
-    pose = torch.zeros(1, size, size, 3)
-    pose[0, size // 4:3 * size // 4, size // 2 - 2:size // 2 + 2, 0] = 1.0
-    args = dict(prompt="a dancer", negative_prompt="blurry", width=size, height=size, num_inference_steps=steps,
-                guidance_scale=6.0, scheduler="Euler", seed=3, samples=1, controlnet_scale=0.7,
-                control_start=0.0, control_end=1.0, backend="local", sdxl=handle)
+    pose, args = sdxl_bench.pose_run(handle, size, steps)
     node.generate(pose, ip_adapter=ip, **args)  # loads everything, fills the embedding cache
 
     encoder = residency.get(next(k for k in residency.cached_keys() if k[0] == "clip_vision"), None)
     miss, hit = cache_times(ipa, encoder, "hidden", repeats)
 
     # diffusers' own pipeline, adapter loaded by diffusers, the same embeddings
-    from diffusers import ControlNetModel, EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
     from PIL import Image
 
-    tok, tok2 = sdxl.tokenizers()
-    pipe = StableDiffusionXLControlNetPipeline.from_single_file(
-        ckpt, config=os.path.splitext(ckpt)[0] + ".config", local_files_only=True, tokenizer=tok, tokenizer_2=tok2,
-        controlnet=ControlNetModel.from_pretrained(cn_dir), add_watermarker=False)
-    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = sdxl_bench.direct_pipeline(sdxl, ckpt, cn_dir)
     pipe.load_ip_adapter(ipa.split(torch.load(files["tiny-plus_vit-h.bin"][0], weights_only=True)),
                          subfolder=None, weight_name=None, image_encoder_folder=None)
     pipe.set_ip_adapter_scale(0.7)

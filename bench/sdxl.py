@@ -26,6 +26,29 @@ import torch  # noqa: E402
 from doctor import load_pack, submodule  # noqa: E402
 
 
+def pose_run(handle, size, steps):
+    """(a pose-map IMAGE with one limb, PF_SDXLOpenPose's arguments) for the tiny benches."""
+    pose = torch.zeros(1, size, size, 3)
+    pose[0, size // 4:3 * size // 4, size // 2 - 2:size // 2 + 2, 0] = 1.0
+    args = dict(prompt="a dancer", negative_prompt="blurry", width=size, height=size, num_inference_steps=steps,
+                guidance_scale=6.0, scheduler="Euler", seed=3, samples=1, controlnet_scale=0.7,
+                control_start=0.0, control_end=1.0, backend="local", sdxl=handle)
+    return pose, args
+
+
+def direct_pipeline(engine, ckpt, cn_dir):
+    """diffusers' own SDXL ControlNet pipeline (Euler) on the same files, without PoseForge."""
+    from diffusers import ControlNetModel, EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
+
+    tok, tok2 = engine.tokenizers()
+    pipe = StableDiffusionXLControlNetPipeline.from_single_file(
+        ckpt, config=os.path.splitext(ckpt)[0] + ".config", local_files_only=True, tokenizer=tok, tokenizer_2=tok2,
+        controlnet=ControlNetModel.from_pretrained(cn_dir), add_watermarker=False)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def main(steps=8, size=128, repeats=5):
     import tiny_sdxl
 
@@ -37,25 +60,15 @@ def main(steps=8, size=128, repeats=5):
     handle = pack.NODE_CLASS_MAPPINGS["PF_SDXLLoader"]().load(
         "tiny_sdxl.safetensors", "tiny-openpose-sdxl/diffusion_pytorch_model.safetensors", "fp32")[0]
     node = pack.NODE_CLASS_MAPPINGS["PF_SDXLOpenPose"]()
-    pose = torch.zeros(1, size, size, 3)
-    pose[0, size // 4:3 * size // 4, size // 2 - 2:size // 2 + 2, 0] = 1.0
-    args = dict(prompt="a dancer", negative_prompt="blurry", width=size, height=size, num_inference_steps=steps,
-                guidance_scale=6.0, scheduler="Euler", seed=3, samples=1, controlnet_scale=0.7,
-                control_start=0.0, control_end=1.0, backend="local", sdxl=handle)
+    pose, args = pose_run(handle, size, steps)
 
     t = time.perf_counter()
     node.generate(pose, **args)
     cold = time.perf_counter() - t
 
-    from diffusers import ControlNetModel, EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
     from PIL import Image
 
-    tok, tok2 = engine.tokenizers()
-    pipe = StableDiffusionXLControlNetPipeline.from_single_file(
-        ckpt, config=os.path.splitext(ckpt)[0] + ".config", local_files_only=True, tokenizer=tok, tokenizer_2=tok2,
-        controlnet=ControlNetModel.from_pretrained(cn_dir), add_watermarker=False)
-    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = direct_pipeline(engine, ckpt, cn_dir)
     image = Image.fromarray((pose[0].numpy() * 255).astype("uint8"))
 
     def direct():
