@@ -37,15 +37,13 @@ def graphs(shots):
 
 def pose_render():
     import numpy as np
-    import torch
     from doctor import load_pack
 
     points = [v for x, y in ASTRONAUT for v in (x, y, 1.0 if x or y else 0.0)]
     frame = {"people": [{"pose_keypoints_2d": points}], "canvas_width": 512, "canvas_height": 512}
     node = load_pack().NODE_CLASS_MAPPINGS["PF_PoseRender"]()
-    image = node.render([frame], 512, 512, True, False, False, 4, 0.0, 512)[0][0]
-    return Image.fromarray((image.numpy() * 255).round().astype(np.uint8)) if isinstance(image, torch.Tensor) \
-        else image
+    image = node.render([frame], 512, 512, True, False, False, 4, 0.0, 512)[0][0]  # first image of the IMAGE
+    return Image.fromarray((image.numpy() * 255).round().astype(np.uint8))
 
 
 def outputs(output_dir):

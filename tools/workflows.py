@@ -253,6 +253,13 @@ def problems(ui, defs):
 NEGATIVE = "blurry, lowres, deformed hands, extra limbs, watermark, text"
 
 
+def sdxl_loader(g, pos):
+    """The local variants' PF_SDXLLoader: SDXL base + thibaud's OpenPose ControlNet, with their links."""
+    return g.add("PF_SDXLLoader", pos, {"ckpt_name": MODELS["sdxl"]["name"],
+                                        "controlnet": MODELS["controlnet"]["name"]},
+                 size=(330, 130), models=("sdxl", "controlnet"))
+
+
 def ipadapter_openpose(defs, segmind):
     """Recipe 1: pose from a photo (OpenPose), look from an image prompt (IP-Adapter), text refines."""
     g = Graph(defs)
@@ -265,10 +272,7 @@ def ipadapter_openpose(defs, segmind):
                models=() if segmind else ("ipadapter", "clip_vision"))
     links = {"pose": (pose, 2), "ip_adapter": (ip, 0)}
     if not segmind:
-        loader = g.add("PF_SDXLLoader", (340, 660), {"ckpt_name": MODELS["sdxl"]["name"],
-                                                      "controlnet": MODELS["controlnet"]["name"]},
-                       size=(330, 130), models=("sdxl", "controlnet"))
-        links["sdxl"] = (loader, 0)
+        links["sdxl"] = (sdxl_loader(g, (340, 660)), 0)
     sampler = g.add("PF_SDXLOpenPose", (720, 0), {
         "prompt": "portrait of an astronaut, glowing nebula colours, deep space light, highly detailed",
         "negative_prompt": NEGATIVE, "seed": 42, "controlnet_scale": 0.8, "backend": backend}, links,
@@ -286,10 +290,7 @@ def sdxl_openpose_codeformer(defs, segmind):
     backend = "segmind" if segmind else "local"
     links = {}
     if not segmind:
-        loader = g.add("PF_SDXLLoader", (0, 0), {"ckpt_name": MODELS["sdxl"]["name"],
-                                                  "controlnet": MODELS["controlnet"]["name"]},
-                       size=(330, 130), models=("sdxl", "controlnet"))
-        links["sdxl"] = (loader, 0)
+        links["sdxl"] = (sdxl_loader(g, (0, 0)), 0)
     first = g.add("PF_SDXLText2Image", (0, 180), {
         "prompt": "full body photo of a dancer mid-leap on a stage, studio light, sharp focus",
         "negative_prompt": NEGATIVE, "seed": 7, "backend": backend}, dict(links), size=(360, 560))
