@@ -1,6 +1,8 @@
 """PF_CodeFormer: the released key layout, exact alignment / paste-back geometry,
 end to end on random-weight CodeFormer + RetinaFace saved as the real files,
 and the Segmind path against the fake server."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -205,11 +207,9 @@ def test_failed_alignment_skips_the_face():
 
 
 def test_model_list_shows_codeformer_files_by_content(tmp_path, cf_root):
-    import shutil
-
     folder = tmp_path / "facerestore_models"
     folder.mkdir()
-    shutil.copy(cf_root / "facerestore_models" / "codeformer.pth", folder / "my_restorer.pth")
+    os.link(cf_root / "facerestore_models" / "codeformer.pth", folder / "my_restorer.pth")  # not a 285 MB copy
     torch.save({"params_ema": {"conv_body_first.weight": torch.zeros(1), "stylegan_decoder.x": torch.zeros(1)}},
                folder / "GFPGANv1.4.pth")
     models.set_models_root(tmp_path)
