@@ -114,8 +114,13 @@ def check_pair(adapter_path, encoder_path):
     return info, enc
 
 
+def cross_attention(unet):
+    """The names of the UNet's cross-attention processors, the layers an IP-Adapter joins."""
+    return tuple(n for n in unet.attn_processors if n.endswith("attn2.processor"))
+
+
 def check_unet(info, unet, name):
-    crosses = [n for n in unet.attn_processors if n.endswith("attn2.processor")]
+    crosses = cross_attention(unet)
     if info["cross"] != unet.config.cross_attention_dim or info["layers"] != len(crosses):
         family = {768: "SD1.5", 1024: "SD2.x"}.get(info["cross"], f"a model with {info['cross']}-wide text features")
         raise IPAdapterError(f"The IP-Adapter {name} is for {family} ({info['layers']} cross-attention layers), not "
@@ -190,7 +195,7 @@ def split(state):
 def adapter(path, unet_resident):
     """The IP-Adapter Resident of `path`, converted for `unet_resident`'s UNet and dtype."""
     unet = unet_resident.net
-    crosses = tuple(n for n in unet.attn_processors if n.endswith("attn2.processor"))
+    crosses = cross_attention(unet)
 
     def load():
         import torch
