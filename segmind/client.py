@@ -2,14 +2,19 @@
 
 `run(endpoint, jobs)` sends one request per job, concurrently on a bounded
 pool, and returns the images in job order as a ComfyUI IMAGE tensor. A single
-failure fails the whole call, naming the job that failed; cancel (ComfyUI's
-interrupt) is honoured between and during requests: the node returns at once
-and requests still in flight are abandoned.
+failure fails the whole call, naming the job that failed. Everything a server
+sends is bounded: the key goes only to the configured https:// host and never
+follows a redirect (segmind/transport.py); each answer is capped in bytes
+(MAX_BYTES) and must arrive within a total deadline (`read_timeout`); a decoded
+image is capped in pixels relative to what was asked (PIXEL_SLACK); cost headers
+that are not finite numbers are dropped. Cancel (ComfyUI's interrupt) closes the
+connections in flight and ends the worker threads before it propagates.
 """
 import base64
 import io
 import json
 import logging
+import math
 import os
 import random
 import threading
@@ -19,10 +24,15 @@ from datetime import datetime, timezone
 
 from ..host import cancel, images
 from . import endpoints, key
+from .transport import Call, TransportError, target
 
 log = logging.getLogger("PoseForge")
 DEFAULT_BASE = "https://api.segmind.com/v1"
 COST_HEADERS = ("x-remaining-credits", "x-cost", "x-generation-time")
+MAX_BYTES = 64 * 2 ** 20  # an answer's body; the largest real image (2048x2048 PNG) is ~12 MB
+PIXEL_SLACK = 4  # a decoded image may hold this many times the pixels asked for (or MIN_PIXELS)...
+MIN_PIXELS = 2048 * 2048  # ...where the output size is Segmind's (pose models: ~1024x1024)
+EXCERPT = 300  # characters of a server's message quoted in an error
 
 
 class SegmindError(RuntimeError):
@@ -33,23 +43,25 @@ class SegmindError(RuntimeError):
 
 
 class _Stop(Exception):
-    """Internal: a worker noticed the call was cancelled."""
+    """Internal: a worker noticed the call was stopped."""
 
 
 def _env_float(name, default):
     try:
-        return float(os.environ.get(name, default))
+        value = float(os.environ.get(name, default))
     except ValueError:
         return default
+    return value if math.isfinite(value) and value > 0 else default
 
 
 class Client:
     """Timeouts and retries are configurable here or by environment variables
-    (POSEFORGE_SEGMIND_CONNECT_TIMEOUT, POSEFORGE_SEGMIND_READ_TIMEOUT); the read
-    timeout is long because an idle model cold-starts on Segmind's side."""
+    (POSEFORGE_SEGMIND_CONNECT_TIMEOUT; POSEFORGE_SEGMIND_READ_TIMEOUT, the total time
+    an answer may take once connected, long because an idle model cold-starts)."""
 
     def __init__(self, base_url=None, api_key=None, connect_timeout=None, read_timeout=None,
-                 retries=3, backoff=1.0, max_backoff=30.0, max_workers=4, base64_response=False):
+                 retries=3, backoff=1.0, max_backoff=30.0, max_workers=4, base64_response=False,
+                 max_bytes=MAX_BYTES):
         self.base_url = (base_url or os.environ.get("SEGMIND_API_BASE") or DEFAULT_BASE).rstrip("/")
         self._key = api_key
         self.connect_timeout = connect_timeout or _env_float("POSEFORGE_SEGMIND_CONNECT_TIMEOUT", 10)
@@ -59,6 +71,7 @@ class Client:
         self.max_backoff = max_backoff
         self.max_workers = max_workers
         self.base64_response = base64_response  # ask for {"image": <base64>} JSON instead of raw bytes
+        self.max_bytes = max_bytes
 
     # -- public -------------------------------------------------------------
     def run(self, endpoint, jobs):
@@ -66,32 +79,50 @@ class Client:
         IMAGE tensors [1,H,W,3] or [H,W,3]) on `endpoint`.
         Returns (IMAGE tensor [N,H,W,3], info dict of cost signals)."""
         prepared = [endpoints.build_body(endpoint, params) for params in jobs]  # validate all first
+        try:
+            base = target(self.base_url)
+        except TransportError as exc:
+            raise SegmindError(str(exc)) from None
         api_key = self._key or key.api_key()
         if not api_key:
             raise SegmindError("No Segmind API key is set. " + key.HOW_TO_SET, status=401)
-        for _, body, image_fields in prepared:
+        try:
+            key.checked(api_key, None if self._key is None else "the key given to the client")
+        except key.KeyFormatError as exc:
+            raise SegmindError(str(exc), status=401) from None
+        requests = []
+        for (slug, body, image_fields), params in zip(prepared, jobs):
             for field in image_fields:
                 body[field] = encode_png(body[field])
             if self.base64_response:
                 body["base64"] = True
+            requests.append((slug, json.dumps(body).encode(), pixel_limit(params)))
+        calls = [Call() for _ in requests]
         stop = threading.Event()
-        pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(prepared)) or 1,
+        pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(requests)) or 1,
                                   thread_name_prefix="PoseForge-segmind")
-        futures = [pool.submit(self._request, slug, body, api_key, stop) for slug, body, _ in prepared]
+        futures = [pool.submit(self._request, base, slug, data, limit, api_key, call, stop)
+                   for (slug, data, limit), call in zip(requests, calls)]
         try:
             pending = set(futures)
             while pending:
                 cancel.check_cancel()
+                for call in calls:
+                    if call.late():  # a dripping or silent server: wake its read so it fails now
+                        call.abort()
                 done, pending = wait(pending, timeout=0.05, return_when=FIRST_EXCEPTION)
                 for future in done:
-                    if future.exception() is not None:
+                    err = future.exception()
+                    if err is not None:
                         index = futures.index(future)
-                        err = future.exception()
                         prefix = f"Segmind request {index + 1} of {len(futures)} failed: " if len(futures) > 1 else ""
                         raise SegmindError(prefix + str(err), getattr(err, "status", None)) from err
         finally:
             stop.set()
+            for call in calls:
+                call.abort()
             pool.shutdown(wait=False, cancel_futures=True)
+            wait(futures, timeout=2.0)  # the aborted reads return at once; a connect in progress within its timeout
         results = [f.result() for f in futures]
         import torch
 
@@ -102,47 +133,49 @@ class Client:
         return torch.cat(out, dim=0), info
 
     # -- one request, with retries -----------------------------------------
-    def _request(self, slug, body, api_key, stop):
-        import requests
-
-        url = f"{self.base_url}/{slug}"
+    def _request(self, base, slug, data, max_pixels, api_key, call, stop):
         headers = {"x-api-key": api_key, "Content-Type": "application/json",
-                   "Accept": "image/*, application/json", "User-Agent": "PoseForge/0.1"}
-        data = json.dumps(body)
+                   "Accept": "image/*, application/json", "User-Agent": "PoseForge/0.1",
+                   "Content-Length": str(len(data))}
         attempt = 0
         while True:
             if stop.is_set():
                 raise _Stop()
+            wait_s = None
             try:
-                resp = requests.post(url, data=data, headers=headers,
-                                     timeout=(self.connect_timeout, self.read_timeout))
-            except requests.ConnectTimeout:
-                err = SegmindError(f"Could not connect to {self.base_url} within {self.connect_timeout:g} s "
-                                   "(network down or proxy needed?).", retryable=True)
-                wait_s = None
-            except requests.ReadTimeout:
-                # the request may be running (and billed) already: do not resend it
-                raise SegmindError(f"Segmind did not answer /{slug} within {self.read_timeout:g} s. A cold model "
-                                   "can take minutes to start: raise POSEFORGE_SEGMIND_READ_TIMEOUT or retry later.")
-            except requests.ConnectionError as exc:
-                err = SegmindError(f"Could not reach {self.base_url}: {type(exc).__name__}.", retryable=True)
-                wait_s = None
+                status, answer, raw = call.post(base, slug, headers, data, self.connect_timeout, self.read_timeout,
+                                                self.max_bytes)
+            except TransportError as exc:
+                if exc.kind == "aborted" or stop.is_set():
+                    raise _Stop() from None
+                if exc.kind == "connect":
+                    err = SegmindError(f"Could not connect to {self.base_url} within {self.connect_timeout:g} s "
+                                       f"({exc}; network down or proxy needed?).", retryable=True)
+                elif exc.kind == "deadline":  # the request may be running (and billed) already: do not resend it
+                    raise SegmindError(f"Segmind did not answer /{slug} within {self.read_timeout:g} s. A cold model "
+                                       "can take minutes to start: raise POSEFORGE_SEGMIND_READ_TIMEOUT or retry "
+                                       "later.") from None
+                elif exc.kind == "size":
+                    raise SegmindError(f"Segmind's answer to /{slug} was refused: {exc}.") from None
+                else:
+                    err = SegmindError(f"Could not reach {self.base_url}: {exc}.", retryable=True)
             else:
-                if resp.status_code == 200:
-                    return decode_response(resp, slug), _info(resp.headers)
-                err = _http_error(resp, slug)
-                wait_s = _reset_wait(resp.headers) if resp.status_code == 429 else None
+                if status == 200:
+                    return decode_response(answer, raw, slug, max_pixels, api_key), _info(answer)
+                err = _http_error(status, answer, raw, slug, api_key)
+                wait_s = _reset_wait(answer) if status == 429 else None
             if not err.retryable or attempt >= self.retries:
                 raise err
             attempt += 1
             delay = wait_s if wait_s is not None else min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
             delay = min(delay, self.max_backoff) * (1 + 0.1 * random.random())
             log.warning("PoseForge Segmind /%s: %s retry %d/%d in %.1f s", slug, err, attempt, self.retries, delay)
+            call.deadline = None
             if stop.wait(delay):
                 raise _Stop()
 
 
-# -- helpers ----------------------------------------------------------------
+# -- what goes out ------------------------------------------------------------
 def encode_png(image):
     """One IMAGE ([1,H,W,C] or [H,W,C], 0..1) -> base64 PNG text (no data: prefix)."""
     from PIL import Image
@@ -158,57 +191,90 @@ def encode_png(image):
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _to_tensor(raw, slug):
+def pixel_limit(params):
+    """The most pixels an answer to `params` may decode to: PIXEL_SLACK times what was asked
+    (the input image times scale^2, or img_width x img_height), at least MIN_PIXELS."""
+    asked = [int(v.shape[-2]) * int(v.shape[-3]) for v in params.values() if hasattr(v, "shape")]
+    if asked:
+        wanted = max(asked) * int(params.get("scale") or 1) ** 2
+    else:
+        wanted = int(params.get("img_width") or 1024) * int(params.get("img_height") or 1024)
+    return PIXEL_SLACK * max(wanted, MIN_PIXELS)
+
+
+# -- what comes back ------------------------------------------------------------
+def _excerpt(raw, api_key, limit=EXCERPT):
+    """A server's words for an error message: the key redacted first, then cut short."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return key.redact(text, api_key)[:limit]
+
+
+def _to_tensor(raw, slug, max_pixels, api_key):
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
 
+    too_big = (f"Segmind /{slug} answered with an image of more than the {max_pixels} pixels this request can "
+               "produce: refused without decoding it.")
     try:
         img = Image.open(io.BytesIO(raw))
+        if img.width * img.height > max_pixels:
+            raise SegmindError(too_big.replace("an image of", f"a {img.width}x{img.height} image,"))
         img.load()
-    except (UnidentifiedImageError, OSError):
+    except Image.DecompressionBombError:
+        raise SegmindError(too_big) from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise SegmindError(f"Segmind /{slug} answered 200 but the body is not an image "
-                           f"({len(raw)} bytes: {raw[:60]!r}).")
+                           f"({len(raw)} bytes: {_excerpt(raw[:400], api_key, 60)!r}).") from None
     arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(arr)[None]
 
 
-def decode_response(resp, slug):
+def decode_response(headers, raw, slug, max_pixels, api_key):
     """Image bytes, or base64 JSON ({"image": str | [str, ...]}) -> list of [1,H,W,3] tensors."""
-    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    ctype = headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype.startswith("image/") or not ctype.endswith("json"):
-        return [_to_tensor(resp.content, slug)]
+        return [_to_tensor(raw, slug, max_pixels, api_key)]
     try:
-        payload = resp.json()
+        payload = json.loads(raw)
     except ValueError:
-        raise SegmindError(f"Segmind /{slug} answered 200 with invalid JSON.")
+        raise SegmindError(f"Segmind /{slug} answered 200 with invalid JSON.") from None
     found = payload.get("image", payload.get("images")) if isinstance(payload, dict) else None
     if isinstance(found, str):
         found = [found]
-    if not found or not all(isinstance(s, str) for s in found):
-        raise SegmindError(f"Segmind /{slug} answered 200 without an image (keys: {sorted(payload)[:8]}).")
+    if not found or not isinstance(found, list) or not all(isinstance(s, str) for s in found):
+        names = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
+        raise SegmindError(f"Segmind /{slug} answered 200 without an image ({_excerpt(str(names), api_key)}).")
     out = []
     for text in found:
         try:
-            out.append(_to_tensor(base64.b64decode(text.split(",", 1)[-1]), slug))
+            data = base64.b64decode(text.split(",", 1)[-1])
         except ValueError:
-            raise SegmindError(f"Segmind /{slug} answered 200 with an image that is not valid base64.")
+            raise SegmindError(f"Segmind /{slug} answered 200 with an image that is not valid base64.") from None
+        out.append(_to_tensor(data, slug, max_pixels, api_key))
     return out
 
 
-def _message(resp):
+def _message(raw, api_key):
     try:
-        body = resp.json()
+        body = json.loads(raw)
         if isinstance(body, dict):
-            return str(body.get("error") or body.get("message") or body.get("html-message") or body)
+            return _excerpt(body.get("error") or body.get("message") or body.get("html-message") or body, api_key)
     except ValueError:
         pass
-    text = resp.text.strip()
-    return "(HTML error page)" if text.lower().startswith(("<!doctype", "<html")) else text[:300]
+    text = _excerpt(raw, api_key).strip()
+    return "(HTML error page)" if text.lower().startswith(("<!doctype", "<html")) else text
 
 
-def _http_error(resp, slug):
-    status, msg = resp.status_code, _message(resp)
+def _http_error(status, headers, raw, slug, api_key):
+    msg = _message(raw, api_key)
+    if 300 <= status < 400:
+        where = headers.get("location", "")
+        import urllib.parse
+
+        host = urllib.parse.urlsplit(where).hostname or "(no Location)"
+        return SegmindError(f"Segmind's API answered /{slug} with a redirect (HTTP {status}) to {host}: PoseForge "
+                            "never follows a redirect with your key. Check SEGMIND_API_BASE.", status)
     if status in (400, 422):
         return SegmindError(f"Segmind rejected a parameter for /{slug} (HTTP {status}): {msg}", status)
     if status == 401:
@@ -241,9 +307,8 @@ def _reset_wait(headers):
     value = headers.get("x-rate-limit-reset-at-utc")
     if not value:
         return None
-    try:
-        at = float(value)
-    except ValueError:
+    at = _number(value)
+    if at is None:
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
@@ -254,19 +319,24 @@ def _reset_wait(headers):
     return max(0.0, at - time.time())
 
 
+def _number(value):
+    """A finite float from a header value, else None (NaN and inf cannot reach /history: browsers cannot parse them)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _info(headers):
-    return {h: headers[h] for h in COST_HEADERS if h in headers}
+    return {h: n for h in COST_HEADERS if (n := _number(headers.get(h))) is not None}
 
 
 def _merge_info(infos):
     """Sum costs and generation times; keep the lowest remaining balance."""
     merged = {}
     for info in infos:
-        for name, value in info.items():
-            try:
-                number = float(value)
-            except ValueError:
-                continue
+        for name, number in info.items():
             if name == "x-remaining-credits":
                 merged[name] = min(merged.get(name, number), number)
             else:

@@ -7,13 +7,16 @@ Lookup order:
 
 The key is never a node input, so it cannot reach a saved workflow, PNG
 metadata or a `ui` output; `redact` and the log filter keep it out of
-messages and log records.
+messages and log records. A key with whitespace or control characters inside
+it (a key file with a second line) is refused by `checked`, in words that do
+not contain it.
 """
 import logging
 import os
 
 ENV = "SEGMIND_API_KEY"
 FILE_ENV = "SEGMIND_API_KEY_FILE"
+PLACEHOLDER = "[SEGMIND_API_KEY]"
 
 HOW_TO_SET = (
     f"Set the {ENV} environment variable before starting ComfyUI, or put the key alone "
@@ -22,30 +25,49 @@ HOW_TO_SET = (
 )
 
 
+class KeyFormatError(ValueError):
+    pass
+
+
 def default_key_file():
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return os.path.join(base, "poseforge", "segmind_api_key")
 
 
-def api_key():
-    """The key, or None when none is set."""
+def _lookup():
+    """(key or None, where it came from)."""
     value = os.environ.get(ENV, "").strip()
     if value:
-        return value
+        return value, f"the {ENV} environment variable"
     path = os.environ.get(FILE_ENV) or default_key_file()
     try:
         with open(path, encoding="utf-8") as f:
             value = f.read().strip()
-    except OSError:
-        return None
-    return value or None
+    except (OSError, UnicodeDecodeError):
+        return None, path
+    return value or None, f"the key file {path}"
 
 
-def redact(text):
-    """`text` with the current key (if any) replaced by a placeholder."""
-    key = api_key()
+def api_key():
+    """The key, or None when none is set."""
+    return _lookup()[0]
+
+
+def checked(value, where=None):
+    """`value` if it can be sent as the x-api-key header; KeyFormatError (without the key) otherwise."""
+    where = where or _lookup()[1]
+    if any(c.isspace() or not c.isprintable() or not c.isascii() for c in value):
+        raise KeyFormatError(f"The Segmind key in {where} contains whitespace, a line break or other characters "
+                             "a key cannot have: it must be the key alone, on one line. Nothing was sent.")
+    return value
+
+
+def redact(text, secret=None):
+    """`text` with `secret` (default: the current key) replaced by a placeholder. Redact before
+    cutting a text short, so no part of the key survives at the cut."""
+    secret = secret or api_key()
     text = str(text)
-    return text.replace(key, "[SEGMIND_API_KEY]") if key else text
+    return text.replace(secret, PLACEHOLDER) if secret else text
 
 
 class RedactKey(logging.Filter):
