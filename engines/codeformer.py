@@ -35,6 +35,9 @@ def local(request):
     from ..local import codeformer as engine
 
     photos = request["photos"]
+    for photo in photos:  # before anything loads
+        images.check_side(photo.shape[1] * request["upscale"], photo.shape[0] * request["upscale"],
+                          f"CodeFormer at upscale {request['upscale']}")
     upscaler = _upscaler(request)
     if request["background_enhance"] and upscaler is None:  # Segmind has its own enhancer; here we need a file
         raise CodeFormerRequestError("background_enhance needs an upscale_model (models/upscale_models) on the "
@@ -47,7 +50,8 @@ def local(request):
             photos, engine.restorer(model_path), engine.detector(det_path), request["fidelity"],
             request["upscale"], engine.upscaler(up_path) if up_path else None, request["face_upsample"],
             request["only_center_face"], request["detection_threshold"], step=bar.step,
-            parser_r=engine.parser(parse_path) if parse_path else None, visibility=request["visibility"])
+            parser_r=engine.parser(parse_path) if parse_path else None, visibility=request["visibility"],
+            background_enhance=request["background_enhance"])
     result = (images.from_uint8(outs), torch.from_numpy(np.stack(masks)))
     return result, {"faces": sum(counts), "faces_per_image": counts}
 

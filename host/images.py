@@ -1,4 +1,10 @@
-"""ComfyUI IMAGE tensors ([B,H,W,C] float 0..1) to and from uint8 RGB arrays."""
+"""ComfyUI IMAGE tensors ([B,H,W,C] float 0..1) to and from uint8 RGB arrays, and the
+bounds every resize in the pack keeps: work canvases are sized by the short side, but
+never grow past MAX_ASPECT times it on the long side (a 4x2000 strip must not become a
+512x256000 canvas), and no image the pack makes has a side over MAX_SIDE."""
+
+MAX_ASPECT = 4  # a work canvas's long side is at most this many times its short side
+MAX_SIDE = 16384  # ComfyUI's MAX_RESOLUTION: the largest side of an image the pack makes
 
 
 class ImageInputError(ValueError):
@@ -40,3 +46,18 @@ def from_uint8(images):
     import torch
 
     return torch.from_numpy(np.stack(images).astype(np.float32) / 255.0)
+
+
+def work_scale(width, height, short_side):
+    """The factor that brings the short side of a width x height image to `short_side`, lowered
+    for thin images so that the long side stays within MAX_ASPECT * short_side: normal photos
+    (aspect up to 4:1) are unchanged; the work on a thin strip grows with its area, not with
+    its length."""
+    return min(short_side / min(width, height), MAX_ASPECT * short_side / max(width, height))
+
+
+def check_side(width, height, what):
+    """Refuse making an image with a side over MAX_SIDE."""
+    if max(width, height) > MAX_SIDE:
+        raise ImageInputError(f"{what}: {width}x{height} would have a side over {MAX_SIDE} pixels (ComfyUI's "
+                              "largest image side)")

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ..host import device, models, residency, weights
+from ..host import device, images, models, residency, weights
 
 CODEFORMER_SOURCE = "https://github.com/sczhou/CodeFormer/releases/tag/v0.1.0"
 DETECTION_FILE = "detection_Resnet50_Final.pth"
@@ -128,12 +128,13 @@ def on_device(resident):
 # -- geometry ----------------------------------------------------------------
 def detect(det, rgb, threshold=0.8, only_center=False):
     """5-point landmarks [(5,2) float32] of the faces in an RGB uint8 image, at
-    CodeFormer's working size (short side 640), mapped back to the image."""
+    CodeFormer's working size (short side 640; thin images bounded, host/images.py),
+    mapped back to the image."""
     import cv2
     import torch
 
     h, w = rgb.shape[:2]
-    scale = DETECT_SHORT_SIDE / min(h, w)
+    scale = images.work_scale(w, h, DETECT_SHORT_SIDE)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     with torch.no_grad():
@@ -325,12 +326,15 @@ def _tiled(net, x, tile, overlap):
 
 # -- the whole pipeline --------------------------------------------------------
 def process(photos, restorer_r, detector_r, fidelity=0.5, scale=1, upscaler_r=None, face_upsample=False,
-            only_center=False, threshold=0.8, batch_size=None, step=None, parser_r=None, visibility=1.0):
+            only_center=False, threshold=0.8, batch_size=None, step=None, parser_r=None, visibility=1.0,
+            background_enhance=False):
     """Restore every face in `photos` (uint8 RGB) and return (images at `scale`x,
     face masks at `scale`x (float32 0..1), faces found per image). Each network is
     on the device only for its phase (detect, restore, parse, upscale + paste). Faces of
     all images go through CodeFormer together. With `parser_r` (ParseNet) the paste mask
-    follows the face's outline; `visibility` blends restored and original faces.
+    follows the face's outline; `visibility` blends restored and original faces. The
+    upscale model enlarges the background only with `background_enhance` (else Lanczos)
+    and the restored faces only with `face_upsample`.
     `step(n)` is called as work completes (progress and cancel checks)."""
     import cv2
 
@@ -349,7 +353,7 @@ def process(photos, restorer_r, detector_r, fidelity=0.5, scale=1, upscaler_r=No
     up = residency.use(upscaler_r)[0] if upscaler_r is not None else None
     outputs, masks = [], []
     for rgb, faces in zip(photos, found):
-        canvas = upscale_background(rgb, scale, up)
+        canvas = upscale_background(rgb, scale, up if background_enhance else None)
         mask = np.zeros(canvas.shape[:2], np.float32)
         for _, matrix in faces:
             face = next(restored)

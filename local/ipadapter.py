@@ -26,6 +26,7 @@ import threading
 from collections import OrderedDict
 
 from ..host import residency, weights
+from ..host.images import MAX_ASPECT
 from . import libs
 
 ENCODERS = {(1280, 1024): "ViT-H-14", (1664, 1280): "ViT-bigG-14"}  # (hidden, image_embeds) -> name
@@ -220,12 +221,23 @@ def _digest(image):
     return hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest()
 
 
+def centre(image):
+    """The middle of a thin image, MAX_ASPECT times as long as it is wide at most. CLIP keeps only
+    the centre square of what it is given, so this changes nothing but the size of the resize
+    (a 4x2000 strip would otherwise be enlarged to 224x112000); normal photos pass as they are."""
+    h, w = image.shape[:2]
+    short = min(h, w)
+    keep_h, keep_w = min(h, MAX_ASPECT * short), min(w, MAX_ASPECT * short)
+    top, left = (h - keep_h) // 2, (w - keep_w) // 2
+    return image[top:top + keep_h, left:left + keep_w]
+
+
 def _pixels(model, images):
     """CLIP's own preprocessing (transformers' CLIPImageProcessor at the encoder's size)."""
     size = model.config.image_size
     processor = libs.transformers().CLIPImageProcessor(size={"shortest_edge": size},
                                                        crop_size={"height": size, "width": size})
-    return processor(images=list(images), return_tensors="pt").pixel_values
+    return processor(images=[centre(i) for i in images], return_tensors="pt").pixel_values
 
 
 def encode(encoder_resident, images, what):

@@ -103,10 +103,14 @@ def detector(hands=False, face=False):
 
 
 def detect_resized(photo, resolution):
-    """The photo as controlnet-aux's detector sees it: short side `resolution`, sides multiple of 64."""
-    from controlnet_aux.util import resize_image
+    """The photo as controlnet-aux's detector sees it (its resize_image: short side `resolution`,
+    sides multiples of 64, Lanczos up, area down), with the long side of thin photos bounded
+    (pose_render.draw_size)."""
+    import cv2
 
-    return resize_image(photo, resolution)
+    h, w = photo.shape[:2]
+    size = pose_render.draw_size(w, h, resolution)
+    return cv2.resize(photo, size, interpolation=cv2.INTER_LANCZOS4 if resolution > min(h, w) else cv2.INTER_AREA)
 
 
 FACE_PEAK = 0.05  # controlnet-aux's face heatmap threshold

@@ -14,6 +14,8 @@ bodies are converted to COCO-18.
 import colorsys
 import math
 
+from ..host.images import MAX_SIDE, work_scale
+
 LIMBS = [(2, 3), (2, 6), (3, 4), (4, 5), (6, 7), (7, 8), (2, 9), (9, 10), (10, 11), (2, 12), (12, 13),
          (13, 14), (2, 1), (1, 15), (15, 17), (1, 16), (16, 18)]  # 1-based, OpenPose COCO-18 order
 BODY_COLOURS = [(255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
@@ -44,12 +46,36 @@ def encode_points(points, count):
     return flat
 
 
+MAX_PEOPLE = 100  # people drawn in one frame
+MAX_POINTS = {"pose_keypoints_2d": 25, "hand_left_keypoints_2d": 21, "hand_right_keypoints_2d": 21,
+              "face_keypoints_2d": 70}
+FAR = 64.0  # a point more than this many canvases away from the canvas is no pose
+
+
 def _triplets(flat, name):
     if flat is None:
         return None
-    if len(flat) % 3:
-        raise KeypointError(f"{name} must hold x, y, confidence triplets; got {len(flat)} numbers")
+    if not isinstance(flat, (list, tuple)):
+        raise KeypointError(f"{name} must be a list of x, y, confidence numbers, not {type(flat).__name__}")
+    if len(flat) % 3 or len(flat) > 3 * MAX_POINTS[name]:
+        raise KeypointError(f"{name} must hold x, y, confidence triplets (at most {MAX_POINTS[name]}); got "
+                            f"{len(flat)} numbers")
+    for value in flat:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise KeypointError(f"{name} holds {value!r}: every coordinate and confidence must be a finite number")
     return [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)]
+
+
+def canvas_side(frame, name):
+    """canvas_width / canvas_height of a frame as a whole number of pixels (0 when absent)."""
+    value = frame.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise KeypointError(f"{name} must be a number of pixels, not {value!r}")
+    if not 0 <= value <= MAX_SIDE:
+        raise KeypointError(f"{name}={value:g} is outside 0..{MAX_SIDE} pixels")
+    return int(value)
 
 
 BODY_25_TO_COCO = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]  # drops MidHip and the feet
@@ -74,9 +100,14 @@ def frame_parts(frame, threshold=0.0):
     coordinates are decided once per frame from the canvas size (so one point slightly off the
     canvas cannot flip a normalized person to pixels); points with confidence <= threshold
     count as missing."""
-    canvas_w, canvas_h = frame.get("canvas_width"), frame.get("canvas_height")
+    canvas_w, canvas_h = canvas_side(frame, "canvas_width"), canvas_side(frame, "canvas_height")
+    found = frame.get("people") or []
+    if len(found) > MAX_PEOPLE:
+        raise KeypointError(f"a frame holds {len(found)} people; PoseForge draws at most {MAX_PEOPLE}")
     people = []
-    for person in frame.get("people", []):
+    for person in found:
+        if not isinstance(person, dict):
+            raise KeypointError(f"each person in 'people' must be a dict of keypoint lists, not {person!r:.40}")
         parts = {name: _triplets(person.get(name), name) for name in COUNTS}
         parts["pose_keypoints_2d"] = _body(parts["pose_keypoints_2d"], "pose_keypoints_2d")
         people.append(parts)
@@ -86,14 +117,18 @@ def frame_parts(frame, threshold=0.0):
     if pixels and not (canvas_w and canvas_h):
         raise KeypointError("keypoints are in pixels but the frame has no canvas_width/canvas_height")
     sx, sy = (canvas_w, canvas_h) if pixels else (1.0, 1.0)
+    if largest > FAR * max(sx, sy):
+        raise KeypointError(f"a keypoint lies at {largest:g}, more than {FAR:g} canvases away from the canvas: "
+                            "these are not pose coordinates")
     return [{name: None if pts is None else [(x / sx, y / sy) if c > threshold else None for x, y, c in pts]
              for name, pts in parts.items()} for parts in people]
 
 
 def draw_size(width, height, short_side=DRAW_SHORT_SIDE):
-    """The canvas controlnet-aux draws on for an image of width x height: short side
-    `short_side`, both sides rounded to multiples of 64 (its resize_image)."""
-    k = short_side / min(width, height)
+    """The canvas controlnet-aux draws (and detects) on for an image of width x height: short
+    side `short_side`, both sides rounded to multiples of 64 (its resize_image); for thin
+    images the long side stays within MAX_ASPECT times the short side (host/images.py)."""
+    k = work_scale(width, height, short_side)
     return max(64, int(round(width * k / 64.0)) * 64), max(64, int(round(height * k / 64.0)) * 64)
 
 
@@ -105,10 +140,10 @@ def render_frame(frame, width=None, height=None, body=True, hands=True, face=Tru
     import cv2
     import numpy as np
 
-    if not isinstance(frame, dict) or not isinstance(frame.get("people", []), list):
+    if not isinstance(frame, dict) or not isinstance(frame.get("people") or [], list):
         raise KeypointError("each POSE_KEYPOINT frame must be a dict with a 'people' list")
-    W = int(width or frame.get("canvas_width") or 0)
-    H = int(height or frame.get("canvas_height") or 0)
+    W = int(width or canvas_side(frame, "canvas_width"))
+    H = int(height or canvas_side(frame, "canvas_height"))
     if W < 1 or H < 1:
         raise KeypointError("no output size: set width and height, or give canvas_width/canvas_height")
     dw, dh = draw_size(W, H, short_side)
