@@ -20,17 +20,32 @@ with a library's own (diffusers models have a read-only `device`).
 Outside ComfyUI the same calls fall back to a plain per-device cache: the network
 moves to the device at first use and stays there until `release_all()`.
 
-When ComfyUI unloads all models (the button, `POST /free`) our cache is dropped
-too, so the RAM copies go as well.
+The cache is safe for several threads (ComfyUI runs one prompt at a time, but routes,
+other packs and API users' threads do not): one load runs at a time in the process
+(libraries build models inside accelerate's `init_empty_weights`, which patches
+torch.nn for everyone while it lasts), a second caller of the same key waits for the
+first and takes its result, and `holding(...)` keeps a network for one run when the
+run installs something into it (IP-Adapter processors, LoRA weights).
+
+The cache has a RAM budget (`budget()`: half the machine's memory, or
+POSEFORGE_RAM_BUDGET_GB): past it, the least recently used groups (the parts of one
+checkpoint together) are dropped whole, never one that a run holds. When ComfyUI
+unloads all models (the button, `POST /free`) our cache is dropped too.
 """
+import contextlib
 import logging
+import os
 import threading
+from collections import OrderedDict
 
 from . import comfy, device
 
 log = logging.getLogger("PoseForge")
-_cache = {}
-_lock = threading.RLock()
+BUDGET_ENV = "POSEFORGE_RAM_BUDGET_GB"
+_cache = {}  # cache key -> Resident
+_groups = OrderedDict()  # tuple of cache keys loaded together -> None, least recently used first
+_lock = threading.RLock()  # the two maps above
+_loading = threading.RLock()  # one load at a time, process-wide
 _hooked = False
 
 
@@ -41,6 +56,8 @@ class Resident:
         self.key = key
         self.net = net
         self.patcher = None
+        self.hold = threading.RLock()  # taken for a run that changes the network (see holding)
+        self.holders = 0
 
     @property
     def size(self):
@@ -59,17 +76,106 @@ def get(key, load):
 def get_group(keys, load):
     """{name: Resident} for networks that load together (the parts of one checkpoint):
     `keys` {name: cache key}; `load()` -> {name: torch module}, called only when one is missing."""
+    group = tuple(keys.values())
+    found = _cached(keys, group)
+    if found:
+        return found
+    with _loading:
+        found = _cached(keys, group)  # another thread may have loaded it while this one waited
+        if found:
+            return found
+        _hook_host()
+        nets = load()
+        with _lock:
+            found = {}
+            for name, k in keys.items():
+                nets[name].eval()
+                found[name] = _cache.setdefault(k, Resident(k, nets[name]))
+            _groups[group] = None
+            dropped = _over_budget(keep=group)
+    _forget(dropped)
+    return found
+
+
+def _cached(keys, group):
     with _lock:
         found = {name: _cache.get(k) for name, k in keys.items()}
-    if all(found.values()):
+        if not all(found.values()):
+            return None
+        _groups[group] = None
+        _groups.move_to_end(group)
         return found
-    _hook_host()
-    nets = load()
+
+
+def budget():
+    """Bytes the RAM cache may hold: POSEFORGE_RAM_BUDGET_GB, else half the machine's memory
+    (None when neither is known: no limit)."""
+    value = os.environ.get(BUDGET_ENV)
+    if value:
+        try:
+            return max(0, int(float(value) * 2 ** 30))
+        except ValueError:
+            log.warning("PoseForge: %s=%r is not a number of GB; using the default", BUDGET_ENV, value)
+    total = _physical_memory()
+    return total // 2 if total else None
+
+
+def _physical_memory():
+    try:
+        import psutil
+
+        return psutil.virtual_memory().total
+    except ImportError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _over_budget(keep):
+    """Under _lock: drop least recently used groups until the cache fits the budget; returns
+    the dropped Residents. `keep` (the group just loaded) and held groups stay."""
+    limit = budget()
+    if limit is None:
+        return []
+    sizes = {k: r.size for k, r in _cache.items()}
+    total = sum(sizes.values())
+    dropped = []
+    for group in list(_groups):
+        if total <= limit:
+            break
+        residents = [_cache[k] for k in group if k in _cache]
+        if group == keep or any(r.holders for r in residents):
+            continue
+        for r in residents:
+            del _cache[r.key]
+            total -= sizes[r.key]
+        del _groups[group]
+        dropped += residents
+    if dropped:
+        log.info("PoseForge: RAM budget %.1f GiB: dropped %d cached network(s) used least recently",
+                 limit / 2 ** 30, len(dropped))
+    return dropped
+
+
+@contextlib.contextmanager
+def holding(*residents):
+    """Keep `residents` for one run: another run that changes them (or would, like a plain run
+    on a UNet an IP-Adapter run has its processors in) waits, and the budget does not drop them."""
+    ordered = sorted({id(r): r for r in residents if r is not None}.values(), key=lambda r: repr(r.key))
+    with contextlib.ExitStack() as stack:
+        for r in ordered:
+            stack.enter_context(r.hold)
+            with _lock:
+                r.holders += 1
+            stack.callback(_release_hold, r)
+        yield
+
+
+def _release_hold(resident):
     with _lock:
-        for name, k in keys.items():
-            nets[name].eval()
-            found[name] = _cache.setdefault(k, Resident(k, nets[name]))
-    return found
+        resident.holders -= 1
 
 
 def use(*residents):
@@ -116,6 +222,14 @@ def release_all():
         log.info("PoseForge: releasing %d cached model(s)", len(_cache))
         dropped = list(_cache.values())
         _cache.clear()
+        _groups.clear()
+    _forget(dropped)
+
+
+def _forget(dropped):
+    """Take dropped Residents out of ComfyUI's memory manager and free their memory."""
+    if not dropped:
+        return
     mm = comfy.module("comfy.model_management")
     if mm is not None:
         ours = {id(r.patcher) for r in dropped if r.patcher is not None}
@@ -125,15 +239,19 @@ def release_all():
                 mm.current_loaded_models.remove(loaded)
     import gc
 
-    del dropped
+    dropped.clear()
     gc.collect()
-    if mm is not None:
-        mm.soft_empty_cache()
+    device.empty_cache()
 
 
 def cached_keys():
     with _lock:
         return list(_cache)
+
+
+def cached_bytes():
+    with _lock:
+        return sum(r.size for r in _cache.values())
 
 
 def _hook_host():
@@ -166,7 +284,5 @@ def registered():
 
 
 def _label(key):
-    """'openpose/body', 'codeformer', 'sdxl/unet/auto': a cache key without its file paths."""
-    import os
-
+    """'openpose/body', 'codeformer', 'sdxl/unet/fp16': a cache key without its file paths."""
     return "/".join(part for part in key if isinstance(part, str) and not os.path.isabs(part))

@@ -139,13 +139,18 @@ def _json(path):
         return json.load(f)
 
 
+def resolved(name):
+    """The dtype name `auto` means here: fp16 on CUDA, fp32 elsewhere (others are themselves), so
+    `auto` and `fp16` on CUDA share one cache entry."""
+    if name == "auto":
+        return "fp16" if device.torch_device().type == "cuda" else "fp32"
+    return name
+
+
 def torch_dtype(name):
     import torch
 
-    if name == "auto":
-        dev = device.torch_device()
-        return torch.float16 if dev.type == "cuda" else torch.float32
-    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[resolved(name)]
 
 
 # -- loading -------------------------------------------------------------------
@@ -176,6 +181,7 @@ def checkpoint(path, dtype_name="auto"):
     first use with accelerate's low-memory path and cached by file identity."""
     ident = weights.identity(path)
     names = ("text_encoder", "text_encoder_2", "unet", "vae")
+    dtype_name = resolved(dtype_name)
 
     def load():
         import torch
@@ -211,7 +217,7 @@ def controlnet(path, dtype_name="auto"):
                                                          torch_dtype=torch_dtype(dtype_name),
                                                          low_cpu_mem_usage=True)
 
-    return residency.get(("controlnet", weights.identity(path), dtype_name), load)
+    return residency.get(("controlnet", weights.identity(path), resolved(dtype_name)), load)
 
 
 def scheduler(name, config_source):
@@ -266,11 +272,16 @@ def generate(request, step):
     `step(preview=None)` is called after every sampler step. Returns a list of HxWx3 float32
     arrays in 0..1: per pose (or once without poses), `samples` images with seeds seed,
     seed+1, ..."""
+    parts = checkpoint(request["ckpt"], request["dtype"])
+    cn = controlnet(request["controlnet"], request["dtype"]) if request.get("controlnet") else None
+    with residency.holding(*parts.values(), cn):  # an IP-Adapter (or LoRA) run changes them: one run at a time
+        return _generate(request, step, parts, cn)
+
+
+def _generate(request, step, parts, cn):
     import torch
 
     dev = device.torch_device()
-    parts = checkpoint(request["ckpt"], request["dtype"])
-    cn = controlnet(request["controlnet"], request["dtype"]) if request.get("controlnet") else None
     sched = scheduler(request["scheduler"], scheduler_config_path(request["ckpt"]))
     pipe = _pipeline({name: r.net for name, r in parts.items()}, sched, cn.net if cn else None, dev)
     samples, guidance = request["samples"], request["guidance"]
