@@ -8,8 +8,10 @@ _cancel = threading.Event()  # standalone cancel (scripts, tests)
 class Cancelled(BaseException):
     """Raised outside ComfyUI when `request_cancel()` was called.
 
-    Like ComfyUI's own interrupt it derives from BaseException, so that
-    `except Exception` never swallows it."""
+    It derives from BaseException, so that `except Exception` never swallows it. Inside
+    ComfyUI the host's own InterruptProcessingException is raised instead: it derives from
+    Exception in 0.3.64 (from BaseException in later versions), so no `except Exception` of
+    the pack may wrap a loop that steps a progress bar."""
 
 def request_cancel():
     """Outside ComfyUI: ask the running work to stop at its next check."""

@@ -11,7 +11,7 @@ class LibraryImportError(RuntimeError):
     pass
 
 
-def _load(name):
+def load(name):
     try:
         return importlib.import_module(name)
     except (ImportError, RuntimeError, OSError) as exc:
@@ -30,9 +30,9 @@ def _load(name):
 
 
 def diffusers():
-    _load("transformers")
-    return _load("diffusers")
+    load("transformers")
+    return load("diffusers")
 
 
 def transformers():
-    return _load("transformers")
+    return load("transformers")

@@ -44,6 +44,17 @@ class PF_CodeFormer:
                                      "tooltip": "blend of restored (1) and original (0) faces"}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, model, backend):
+        """ComfyUI would refuse a `model` not in the list; a Segmind (or auto) run needs no local file,
+        so only a local run asks for one here (the run names what is missing and where it goes)."""
+        if backend not in policy.CHOICES:
+            return f"backend must be one of {', '.join(policy.CHOICES)}"
+        if backend == "local" and model not in cls.INPUT_TYPES()["required"]["model"][0]:
+            return (f"{model} is not a CodeFormer file in models/facerestore_models; choose one there, or use "
+                    "backend segmind")
+        return True
+
     def restore(self, image, model, fidelity=0.5, upscale=1, background_enhance=False, face_upsample=False,
                 only_center_face=False, detection_threshold=0.8, backend=policy.DEFAULT, upscale_model=NONE,
                 paste_mask="parse", visibility=1.0):

@@ -37,6 +37,12 @@ class PF_IPAdapter:
             "negative_image": ("IMAGE", {"tooltip": "What to steer away from (local only); several are averaged."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, ipadapter, clip_vision):
+        """Any file name: the sampler's backend decides whether the files are needed (a Segmind run needs
+        neither), and a local run names each missing file and its folder."""
+        return True
+
     def prepare(self, image, ipadapter, clip_vision, ip_adapter_scale=0.6, mode="standard", combine="average",
                 negative_image=None):
         return (engine.handle(image, negative_image, ipadapter, clip_vision, ip_adapter_scale, mode, combine),)

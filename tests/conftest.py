@@ -50,19 +50,88 @@ def api_key(monkeypatch, no_key):
     return value
 
 
-@pytest.fixture
-def comfy_host(monkeypatch):
-    """ComfyUI's model management, patcher and progress bar as stand-ins (see host_stubs);
-    our cache starts empty and is emptied again afterwards."""
-    import host_stubs
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+# ComfyUI's modules the pack talks to (host/comfy.py), imported from COMFYUI_DIR for the in-process tests
+HOST_MODULES = ("comfy.cli_args", "comfy.model_management", "comfy.model_patcher", "comfy.utils",
+                "comfy.latent_formats", "folder_paths", "utils.extra_config")
 
+
+@pytest.fixture(scope="session")
+def comfy_modules():
+    """ComfyUI 0.3.64's own modules (COMFYUI_DIR), imported in this process as ComfyUI starts
+    them with --cpu, then taken out of sys.modules again: {name: module}. Skips without
+    COMFYUI_DIR. `comfy_host` puts them back for one test."""
+    if not COMFYUI_DIR:
+        pytest.skip("set COMFYUI_DIR to a ComfyUI checkout to run against the real host")
+    root = os.path.realpath(COMFYUI_DIR)
+    before, argv = set(sys.modules), sys.argv
+    sys.path.insert(0, root)
+    try:
+        sys.argv = ["main.py", "--cpu"]
+        importlib.import_module("comfy.options").enable_args_parsing()
+        for name in HOST_MODULES:
+            importlib.import_module(name)
+    finally:
+        sys.argv = argv
+        sys.path.remove(root)
+
+    def from_comfyui(module):
+        places = [getattr(module, "__file__", None) or ""] + list(getattr(module, "__spec__", None) and
+                                                                  module.__spec__.submodule_search_locations or [])
+        return any(os.path.realpath(p).startswith(root + os.sep) for p in places if p)
+
+    theirs = [name for name in set(sys.modules) - before if from_comfyui(sys.modules[name])]
+    return {name: sys.modules.pop(name) for name in theirs}
+
+
+class Host:
+    """The real ComfyUI host of one test: its memory manager (`mm`), progress bar (`utils`) and
+    interrupt, with what the test reads of them: `loads` [(patchers, force_full_load)] of every
+    load_models_gpu call, `progress` [(value, total, preview given)], `on_progress(fn)`."""
+
+    def __init__(self, modules, monkeypatch):
+        self.mm, self.utils = modules["comfy.model_management"], modules["comfy.utils"]
+        self.modules, self.loads, self.progress, self._callbacks = modules, [], [], []
+        real_load = self.mm.load_models_gpu
+
+        def load_models_gpu(models, *args, **kwargs):
+            self.loads.append((list(models), kwargs.get("force_full_load", False)))
+            return real_load(models, *args, **kwargs)
+
+        monkeypatch.setattr(self.mm, "load_models_gpu", load_models_gpu)
+        monkeypatch.setattr(self.mm, "unload_all_models", self.mm.unload_all_models)  # our hook goes after the test
+        self.utils.set_progress_bar_global_hook(self._hook)
+
+    def _hook(self, value, total, preview, node_id=None):
+        self.progress.append((value, total, preview is not None))
+        for fn in list(self._callbacks):
+            fn(value, total)
+
+    def on_progress(self, fn):
+        self._callbacks.append(fn)
+
+    def interrupt(self, value=True):
+        self.mm.interrupt_current_processing(value)
+
+    def ours(self):
+        return [m for m in self.mm.current_loaded_models if hasattr(m.model.model, "pf_key")]
+
+
+@pytest.fixture
+def comfy_host(comfy_modules, monkeypatch):
+    """The pack inside the real ComfyUI host (comfy_modules) for one test; our cache starts
+    empty, ComfyUI's memory manager is emptied and its interrupt flag cleared afterwards."""
     residency = pf("host.residency")
     residency.release_all()
-    modules = host_stubs.comfy_modules()
-    for name, module in modules.items():
-        monkeypatch.setitem(sys.modules, name, module)
+    for name, module in comfy_modules.items():
+        if name != "folder_paths":  # the tests' models stay in their own roots (host/models.py)
+            monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(residency, "_hooked", False)
-    yield modules["comfy.model_management"], modules["comfy.utils"]
+    host = Host(comfy_modules, monkeypatch)
+    yield host
+    host.utils.set_progress_bar_global_hook(None)
+    host.interrupt(False)
+    host.mm.unload_all_models()
     residency.release_all()
 
 

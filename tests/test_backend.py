@@ -35,14 +35,27 @@ def test_auto_without_files_or_key_names_files_and_key(models_root, no_key):
     assert "SEGMIND_API_KEY" in text
 
 
-@pytest.mark.parametrize("flag", ["offline", "disable_partner_nodes"])
-def test_auto_respects_comfy_offline_flags(models_root, api_key, monkeypatch, flag):
-    monkeypatch.setitem(sys.modules, "comfy.cli_args", host_stubs.cli_args(**{flag: True}))
+def _segmind_refused(flag):
     with pytest.raises(models.MissingModelFiles) as err:
         backend.choose("auto", NEEDS)
-    assert "--" + flag.replace("_", "-") in str(err.value)
-    with pytest.raises(backend.BackendUnavailable):
+    assert flag in str(err.value)
+    with pytest.raises(backend.BackendUnavailable, match=flag):
         backend.choose("segmind", NEEDS)
+
+
+@pytest.mark.parametrize("flag", ["offline", "disable_partner_nodes"])
+def test_auto_respects_later_comfyuis_offline_flags(models_root, api_key, monkeypatch, flag):
+    monkeypatch.setitem(sys.modules, "comfy.cli_args", host_stubs.cli_args(**{flag: True}))
+    _segmind_refused("--" + flag.replace("_", "-"))
+
+
+def test_auto_respects_comfyui_0364s_disable_api_nodes(models_root, api_key, monkeypatch, comfy_modules):
+    cli = comfy_modules["comfy.cli_args"]
+    monkeypatch.setitem(sys.modules, "comfy.cli_args", cli)
+    monkeypatch.setattr(cli, "args", cli.parser.parse_args(["--cpu", "--disable-api-nodes"]))
+    _segmind_refused("--disable-api-nodes")
+    monkeypatch.setattr(cli, "args", cli.parser.parse_args(["--cpu"]))
+    assert backend.choose("auto", NEEDS) == "segmind"
 
 
 def test_explicit_local_and_segmind(models_root, no_key, monkeypatch):

@@ -184,6 +184,25 @@ def test_api_examples_complete_through_prompt(comfyui, name, tmp_path):
     assert len(fetched) == sum(k == "SaveImage" for k in kinds.values())
 
 
+def test_segmind_examples_validate_whatever_files_the_local_folders_hold(comfyui):
+    """A Segmind graph names no local file it needs: ComfyUI accepts it when the user's ipadapter,
+    clip_vision and facerestore_models folders hold other files than the graph names (VALIDATE_INPUTS);
+    a local CodeFormer run still asks for a file that is there."""
+    url, _ = comfyui
+    others = {"ipadapter": "someone-elses-adapter.safetensors", "clip_vision": "someone-elses-encoder.safetensors",
+              "model": "someone-elses-restorer.pth"}
+    for name in ("ipadapter_xl_openpose_segmind", "sdxl_openpose_codeformer_segmind"):
+        graph = json.loads(json.dumps(API[name]))
+        for node in graph.values():
+            node["inputs"].update({k: v for k, v in others.items() if k in node["inputs"]})
+        _run(url, graph)
+    local = json.loads(json.dumps(API["sdxl_openpose_codeformer_segmind"]))
+    face = next(n for n in local.values() if n["class_type"] == "PF_CodeFormer")
+    face["inputs"].update(model=others["model"], backend="local")
+    with pytest.raises(RuntimeError, match="not a CodeFormer file in models/facerestore_models"):
+        queue_example.queue(url, local)
+
+
 def test_no_segmind_key_in_history_log_or_pngs(comfyui):
     url, base = comfyui
     history = json.dumps(_call(url + "/history"))

@@ -1,11 +1,11 @@
 """The pack as a guest in ComfyUI: its networks go through ComfyUI's memory manager,
 its loops honour cancel and feed the progress bar, and it backs off on out-of-memory.
-ComfyUI's modules are the stand-ins of host_stubs (the real host: test_comfyui_integration)."""
+`comfy_host` is the real ComfyUI (COMFYUI_DIR) in this process; out-of-memory, which a
+CPU host cannot produce, is raised by the test's own networks."""
 import numpy as np
 import pytest
 import torch
 
-import host_stubs
 from conftest import PACK, pf
 
 residency = pf("host.residency")
@@ -19,59 +19,47 @@ def photos(n=3, h=64, w=48):
     return torch.rand(n, h, w, 3, generator=torch.Generator().manual_seed(4))
 
 
-def ours(mm):
-    return [m for m in mm.current_loaded_models if hasattr(m.model.model, "pf_key")]
-
-
 def test_networks_are_registered_with_their_real_size(comfy_host, with_openpose, with_codeformer):
-    mm, _ = comfy_host
     Extract().extract(photos(1), resolution=64)
     out = CodeFormer().restore(photos(1, 96, 128), "codeformer.pth", upscale=1, only_center_face=True,
                                detection_threshold=0.05, backend="local")
     assert out["ui"]["faces"] == [1]  # these seeded random weights find one face
-    loaded = {m.model.model.pf_key[0]: m for m in ours(mm)}
+    loaded = {m.model.model.pf_key[0]: m for m in comfy_host.ours()}
     assert set(loaded) == {"openpose", "codeformer", "retinaface", "parsenet"}
     for m in loaded.values():
         real = sum(t.nelement() * t.element_size() for t in m.model.model.net.state_dict().values())
         assert m.model_memory() == real > 1_000_000
-    assert all(full for _, full in mm.load_calls), "our plain-torch networks are always loaded whole"
+    assert all(full for _, full in comfy_host.loads), "our plain-torch networks are always loaded whole"
 
 
 def test_unload_all_models_releases_ours(comfy_host, with_openpose):
-    mm, _ = comfy_host
     Extract().extract(photos(1), resolution=64)
-    assert ours(mm) and residency.cached_keys()
-    mm.unload_all_models()  # what POST /free with unload_models and the "Unload models" button call
-    assert ours(mm) == [] and residency.cached_keys() == []
+    assert comfy_host.ours() and residency.cached_keys()
+    comfy_host.mm.unload_all_models()  # what POST /free with unload_models and the "Unload models" button call
+    assert comfy_host.ours() == [] and residency.cached_keys() == []
 
 
 def test_evicted_network_is_brought_back_at_next_use(comfy_host, with_openpose):
-    mm, _ = comfy_host
+    mm = comfy_host.mm
     Extract().extract(photos(1), resolution=64)
     mm.free_memory(1e30, mm.get_torch_device())  # ComfyUI needs the room for its own model
-    assert ours(mm) == [] and residency.cached_keys()  # still cached in RAM, off the device
+    assert comfy_host.ours() == [] and residency.cached_keys()  # still cached in RAM, off the device
     first = Extract().extract(photos(1), resolution=64)["result"][0]
-    assert len(ours(mm)) == 1
+    assert len(comfy_host.ours()) == 1
     assert torch.equal(first, Extract().extract(photos(1), resolution=64)["result"][0])
 
 
 def test_cancel_stops_within_one_step_and_raises_comfys_exception(comfy_host, with_codeformer):
-    mm, utils = comfy_host
-
-    def press_cancel_at_first_step(value, total, preview, node_id=None):
-        mm.interrupt_current_processing(True)
-
-    utils.PROGRESS_BAR_HOOK = press_cancel_at_first_step
-    with pytest.raises(host_stubs.InterruptProcessingException):
+    comfy_host.on_progress(lambda value, total: comfy_host.interrupt())  # cancel pressed at the first step
+    with pytest.raises(comfy_host.mm.InterruptProcessingException):
         CodeFormer().restore(photos(4), "codeformer.pth", upscale=1, detection_threshold=1.0, backend="local")
-    assert len(utils.progress_events) == 1  # the step after the cancel never ran
+    assert len(comfy_host.progress) == 1  # the step after the cancel never ran
 
 
 def test_progress_reaches_comfys_bar(comfy_host, with_openpose):
-    _, utils = comfy_host
     Extract().extract(photos(3), resolution=64)
-    assert [v for v, _, _ in utils.progress_events] == [1, 2, 3]
-    assert utils.progress_events[-1][1] == 3
+    assert [v for v, _, _ in comfy_host.progress] == [1, 2, 3]
+    assert comfy_host.progress[-1][1] == 3
 
 
 def test_face_batch_halves_on_out_of_memory(monkeypatch):

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-import host_stubs
 from conftest import PACK, pf
 from test_sdxl import FAST, pose_map, pose_run
 
@@ -198,17 +197,13 @@ def test_a_run_without_the_adapter_after_one_with_it_is_a_fresh_run(ready):
 
 
 def test_a_cancelled_adapter_run_leaves_the_unet_clean(ready, comfy_host):
-    mm, utils = comfy_host
     fresh = run(ready)
-
-    def cancel(value, total, preview, node_id=None):
-        mm.interrupt_current_processing(True)
-
-    utils.PROGRESS_BAR_HOOK = cancel
-    with pytest.raises(host_stubs.InterruptProcessingException):
+    cancelling = [True]
+    comfy_host.on_progress(lambda value, total: cancelling and comfy_host.interrupt())
+    with pytest.raises(comfy_host.mm.InterruptProcessingException):
         run(ready, adapter())
-    utils.PROGRESS_BAR_HOOK = None
-    mm.interrupt_current_processing(False)
+    cancelling.clear()
+    comfy_host.interrupt(False)
     assert torch.equal(run(ready), fresh)
 
 
@@ -233,7 +228,6 @@ def test_negative_image_changes_the_result(ready):
 
 
 def test_embeddings_cached_by_content_and_models_resident_in_comfyui(ready, comfy_host):
-    mm, _ = comfy_host
     calls = []
     run(ready, adapter(reference(1)))
     encoder_key = next(k for k in residency.cached_keys() if k[0] == "clip_vision")
@@ -247,10 +241,10 @@ def test_embeddings_cached_by_content_and_models_resident_in_comfyui(ready, comf
     finally:
         hook.remove()
     phases = [sorted(p.model.pf_key[0] + "/" + str(p.model.pf_key[1]) for p in patchers)
-              for patchers, _ in mm.load_calls]
+              for patchers, _ in comfy_host.loads]
     assert ["clip_vision/" + str(encoder_key[1])] in phases
     assert any(any(name.startswith("ipadapter/") for name in phase) and "sdxl/unet" in phase for phase in phases)
-    registered = {m.model.model.pf_key[0] for m in mm.current_loaded_models}
+    registered = {m.model.model.pf_key[0] for m in comfy_host.ours()}
     assert {"clip_vision", "ipadapter"} <= registered
 
 

@@ -1,34 +1,40 @@
-"""Model folders: registration inside ComfyUI keeps user paths; lookups outside."""
+"""Model folders: registration inside the real ComfyUI keeps the paths a user's
+extra_model_paths.yaml added (read by ComfyUI's own loader); lookups outside ComfyUI."""
+import copy
+import sys
+
 import pytest
 
 from conftest import pf
-import host_stubs
 
 models = pf("host.models")
 
 
-def test_registration_keeps_user_paths(tmp_path, monkeypatch):
-    user_dir = str(tmp_path / "shared" / "ipadapter")
-    fp = host_stubs.folder_paths(tmp_path / "models", preset={
-        "ipadapter": ([user_dir], set()),                      # from extra_model_paths.yaml
-        "controlnet": ([str(tmp_path / "models" / "controlnet"), "/mnt/cn"], {".safetensors"}),
-    })
-    monkeypatch.setitem(__import__("sys").modules, "folder_paths", fp)
+def test_registration_keeps_user_paths(comfy_modules, tmp_path, monkeypatch):
+    fp = comfy_modules["folder_paths"]
+    monkeypatch.setattr(fp, "folder_names_and_paths", copy.deepcopy(fp.folder_names_and_paths))
+    monkeypatch.setattr(fp, "filename_list_cache", {})
+    monkeypatch.setitem(sys.modules, "folder_paths", fp)
+    shared = tmp_path / "shared"
+    yaml = tmp_path / "extra_model_paths.yaml"
+    yaml.write_text(f"mine:\n  base_path: {shared}\n  ipadapter: ipadapter\n  controlnet: cn\n")
+    comfy_modules["utils.extra_config"].load_extra_path_config(str(yaml))  # as ComfyUI does at start-up
+    core_controlnet = fp.get_folder_paths("controlnet")
     models.register_folders()
     models.register_folders()  # idempotent
-    assert fp.folder_names_and_paths["ipadapter"][0] == [user_dir]
+    assert fp.folder_names_and_paths["ipadapter"][0] == [str(shared / "ipadapter")]
     assert ".safetensors" in fp.folder_names_and_paths["ipadapter"][1]
-    assert fp.folder_names_and_paths["controlnet"][0] == [str(tmp_path / "models" / "controlnet"), "/mnt/cn"]
+    assert fp.get_folder_paths("controlnet") == core_controlnet and str(shared / "cn") in core_controlnet
     assert {".pth", ".safetensors"} <= fp.folder_names_and_paths["controlnet"][1]
     for name in models.FOLDERS:
         assert name in fp.folder_names_and_paths
-    assert fp.folder_names_and_paths["openpose"][0] == [str(tmp_path / "models" / "openpose")]
-    # lookups go through folder_paths, user folder first
-    (tmp_path / "shared" / "ipadapter").mkdir(parents=True)
-    (tmp_path / "shared" / "ipadapter" / "ip.safetensors").write_bytes(b"x")
-    (tmp_path / "shared" / "ipadapter" / "notes.txt").write_text("x")
+    assert fp.get_folder_paths("openpose") == [f"{fp.models_dir}/openpose"]
+    # lookups go through folder_paths, the user's folder included
+    (shared / "ipadapter").mkdir(parents=True)
+    (shared / "ipadapter" / "ip.safetensors").write_bytes(b"x")
+    (shared / "ipadapter" / "notes.txt").write_text("x")
     assert models.list_files("ipadapter") == ["ip.safetensors"]
-    assert models.find("ipadapter", "ip.safetensors") == str(tmp_path / "shared" / "ipadapter" / "ip.safetensors")
+    assert models.find("ipadapter", "ip.safetensors") == str(shared / "ipadapter" / "ip.safetensors")
 
 
 def test_standalone_root_and_env(tmp_path, monkeypatch):

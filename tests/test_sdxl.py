@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-import host_stubs
 from conftest import PACK, pf
 
 models = pf("host.models")
@@ -113,22 +112,19 @@ def test_every_scheduler_runs(sdxl, name):
 
 
 def test_phases_cancel_and_progress_in_comfyui(sdxl, comfy_host):
-    mm, utils = comfy_host
     t2i(sdxl, num_inference_steps=3)
-    phases = [sorted(p.model.pf_key[1] for p in patchers) for patchers, _ in mm.load_calls]
+    phases = [sorted(p.model.pf_key[1] for p in patchers) for patchers, _ in comfy_host.loads]
     assert phases == [["text_encoder", "text_encoder_2"], ["unet"], ["vae"]]
-    assert [v for v, _, _ in utils.progress_events] == [1, 2, 3]
-    registered = {m.model.model.pf_key[1]: m.model_memory() for m in mm.current_loaded_models}
+    assert [v for v, _, _ in comfy_host.progress] == [1, 2, 3]
+    assert all(preview for _, _, preview in comfy_host.progress)  # ComfyUI's SDXL latent preview on the node
+    registered = {m.model.model.pf_key[1]: m.model_memory() for m in comfy_host.ours()}
     assert registered["unet"] == sum(p.numel() * 4 for p in sdxl_unet(sdxl).parameters()) + buffers(sdxl_unet(sdxl))
 
-    def cancel_at_first_step(value, total, preview, node_id=None):
-        mm.interrupt_current_processing(True)
-
-    utils.progress_events.clear()
-    utils.PROGRESS_BAR_HOOK = cancel_at_first_step
-    with pytest.raises(host_stubs.InterruptProcessingException):
+    comfy_host.progress.clear()
+    comfy_host.on_progress(lambda value, total: comfy_host.interrupt())  # cancel pressed at the first step
+    with pytest.raises(comfy_host.mm.InterruptProcessingException):
         t2i(sdxl, num_inference_steps=5)
-    assert len(utils.progress_events) == 1
+    assert len(comfy_host.progress) == 1
 
 
 def sdxl_unet(handle):

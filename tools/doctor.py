@@ -2,16 +2,27 @@
 
     python tools/doctor.py [MODELS_ROOT]
 
-Lists the registered nodes, the model folders searched (and how many weight
-files each holds) and whether a Segmind key is set (the key itself is never
-printed). MODELS_ROOT defaults to $POSEFORGE_MODELS or ./models.
+Lists the registered nodes, imports each runtime library the nodes need (and says which
+is missing or broken, with what to do), the model folders searched (and how many weight
+files or diffusers folders each holds) and whether a Segmind key is set (the key itself is
+never printed). MODELS_ROOT defaults to $POSEFORGE_MODELS or ./models. Exit status 1 when
+a runtime library cannot be imported.
 """
+import argparse
+import importlib
 import importlib.util
 import os
 import sys
 import time
 
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# import name -> what needs it
+RUNTIME = {"torch": "every local node", "torchvision": "OpenPose (controlnet-aux), RetinaFace",
+           "numpy": "every node", "PIL": "every node", "safetensors": "weight files",
+           "cv2": "pose maps, CodeFormer", "controlnet_aux": "PF_OpenPoseExtract",
+           "facexlib": "PF_CodeFormer (RetinaFace, ParseNet)", "spandrel": "PF_CodeFormer, upscale models",
+           "spandrel_extra_arches": "PF_CodeFormer (CodeFormer)", "transformers": "SDXL, IP-Adapter",
+           "diffusers": "SDXL, IP-Adapter", "accelerate": "SDXL loading"}
 
 
 def load_pack(pack_dir=PACK_DIR):
@@ -32,28 +43,65 @@ def submodule(pack, name):
     return importlib.import_module(f"{pack.__name__}.{name}")
 
 
-def main(argv):
+def libraries(pack):
+    """[(import name, version or None, problem or None)] for every runtime library."""
+    import warnings
+
+    libs = submodule(pack, "local.libs")
+    found = []
+    for name in RUNTIME:
+        try:
+            with warnings.catch_warnings():  # the libraries' own deprecation chatter is not ours to report
+                warnings.simplefilter("ignore")
+                module = libs.load(name)
+        except libs.LibraryImportError as exc:
+            found.append((name, None, str(exc)))
+        else:
+            found.append((name, getattr(module, "__version__", "?"), None))
+    return found
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Load PoseForge as ComfyUI does and report what is ready.")
+    parser.add_argument("models_root", nargs="?", help="the models root (default: $POSEFORGE_MODELS or ./models)")
+    args = parser.parse_args(argv)
     start = time.perf_counter()
     pack = load_pack()
     took = time.perf_counter() - start
     models = submodule(pack, "host.models")
     key = submodule(pack, "segmind.key")
     backend = submodule(pack, "engines.backend")
-    if len(argv) > 1:
-        models.set_models_root(argv[1])
+    if args.models_root:
+        models.set_models_root(args.models_root)
     print(f"PoseForge loaded in {took * 1000:.0f} ms with {len(pack.NODE_CLASS_MAPPINGS)} nodes:")
     for node_id, display in pack.NODE_DISPLAY_NAME_MAPPINGS.items():
         print(f"  {node_id:22s} {display}")
+    print("runtime libraries:")
+    broken = 0
+    for name, version, problem in libraries(pack):
+        if problem:
+            broken += 1
+            print(f"  {name:22s} MISSING for {RUNTIME[name]}: {problem}")
+        else:
+            print(f"  {name:22s} {version}")
     print(f"models root: {models.models_root()}")
     for folder in models.FOLDERS:
-        files = models.list_files(folder) if folder != "diffusers" else []
-        print(f"  {folder:20s} {len(files):3d} file(s)  {' | '.join(models.folder_dirs(folder))}")
+        if folder == "diffusers":
+            count, what = len(models.list_dirs(folder)), "folder(s)"
+        else:
+            count, what = len(models.list_files(folder)), "file(s)"
+        print(f"  {folder:20s} {count:3d} {what:9s} {' | '.join(models.folder_dirs(folder))}")
     print("Segmind key:", "set" if key.api_key() else "not set. " + key.HOW_TO_SET)
     blocked = backend.segmind_blocked()
     if blocked:
         print("Segmind disabled:", blocked)
+    if broken:
+        print(f"{broken} runtime librar{'y is' if broken == 1 else 'ies are'} missing: "
+              "pip install -r requirements.txt (in ComfyUI's Python; outside ComfyUI also "
+              "requirements-standalone.txt first).")
+        return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())
