@@ -228,3 +228,10 @@ def ip_files(sdxl_files, tiny_root):
 
     built, _, _ = sdxl_files
     return tiny_ipadapter.save(str(tiny_root), built["unet"])
+
+
+@pytest.fixture
+def ready(sdxl, ip_files):
+    """The tiny SDXL with the tiny IP-Adapter files beside it, and no cached image embeddings."""
+    pf("local.ipadapter").clear_cache()
+    return sdxl

@@ -117,12 +117,6 @@ def test_a_plain_run_beside_an_ip_adapter_run_is_a_plain_run(ready, monkeypatch)
     assert not torch.equal(results["ip"], plain_alone)
 
 
-@pytest.fixture
-def ready(sdxl, ip_files):
-    ipa.clear_cache()
-    return sdxl
-
-
 # -- the RAM budget ------------------------------------------------------------------
 def test_cycling_three_checkpoints_keeps_the_cache_within_its_budget(sdxl_files, tmp_path, monkeypatch, no_network,
                                                                       fresh_cache):

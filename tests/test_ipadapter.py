@@ -19,12 +19,6 @@ IPAdapter = PACK.NODE_CLASS_MAPPINGS["PF_IPAdapter"]
 OpenPose = PACK.NODE_CLASS_MAPPINGS["PF_SDXLOpenPose"]
 
 
-@pytest.fixture
-def ready(sdxl, ip_files):
-    ipa.clear_cache()
-    return sdxl
-
-
 def reference(seed, size=48):
     return torch.rand(1, size, size + 8, 3, generator=torch.Generator().manual_seed(seed))
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import PACK, pf
+from test_codeformer import IdentityRestorer
 
 images = pf("host.images")
 openpose = pf("local.openpose")
@@ -89,22 +90,13 @@ class NearestX2(torch.nn.Module):
         return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
 
 
-class Identity(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, x, weight=0.5):
-        return (x,)
-
-
 def test_face_upsample_alone_leaves_the_background_to_lanczos(with_codeformer):
     residency = pf("host.residency")
     up = NearestX2()
     rgb = (np.random.default_rng(1).random((96, 128, 3)) * 255).astype(np.uint8)
     det = codeformer.detector(str(with_codeformer / "facedetection" / codeformer.DETECTION_FILE))
     outs, masks, counts = codeformer.process(
-        [rgb], residency.get(("identity",), Identity), det, scale=2, upscaler_r=residency.get(("x2",), lambda: up),
+        [rgb], residency.get(("identity",), IdentityRestorer), det, scale=2, upscaler_r=residency.get(("x2",), lambda: up),
         face_upsample=True, only_center=True, threshold=0.05, background_enhance=False)
     assert counts == [1] and up.inputs == [(512, 512)]  # the face only, not the 96x128 photo
     lanczos = cv2.resize(rgb, (256, 192), interpolation=cv2.INTER_LANCZOS4)
