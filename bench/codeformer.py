@@ -31,14 +31,15 @@ def timed(fn):
 def main():
     pack = load_pack()
     models, engine = submodule(pack, "host.models"), submodule(pack, "local.codeformer")
-    if models.missing(engine.wanted("codeformer.pth")):
+    if models.missing(list(engine.wanted("codeformer.pth").values())):
         from tiny_models import save_codeformer, save_retinaface
 
         root = tempfile.mkdtemp()
         save_codeformer(os.path.join(root, "facerestore_models"))
         save_retinaface(os.path.join(root, "facedetection"))
         models.set_models_root(root)
-    cf_path, det_path = models.require(engine.wanted("codeformer.pth"))
+    paths = models.require(engine.wanted("codeformer.pth"))
+    cf_path, det_path = paths["model"], paths["detector"]
     residency = submodule(pack, "host.residency")
     net, = residency.use(engine.restorer(cf_path))
     det = engine.on_device(engine.detector(det_path))

@@ -31,7 +31,7 @@ def main(latency):
     fake = FakeSegmind(keys=(KEY,), credits=1e9).start()
     fake.latency = latency
     client = client_mod.Client(base_url=fake.base_url, api_key=KEY)
-    job = {"prompt": "bench", "img_width": 512, "img_height": 512}
+    job = {"prompt": "bench", "width": 512, "height": 512}
     photo = torch.rand(1, 256, 256, 3)
     try:
         client.run("sdxl1.0-txt2img", [job])  # warm the connection path

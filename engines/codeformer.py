@@ -1,16 +1,16 @@
 """CodeFormer face restoration: local (RetinaFace + CodeFormer + optional ParseNet mask
-and upscaler) or Segmind's `codeformer`, behind one signature.
+and upscaler) or Segmind's `codeformer`, behind one signature (engines/backend.py).
 
-A request is a dict: photos (uint8 RGB list), model, fidelity, upscale, background_enhance,
-upscale_model (file name or None), face_upsample, only_center_face, detection_threshold,
-paste_mask ("parse" | "square"), visibility. Each side returns ((IMAGE, MASK), details).
+A request is PF_CodeFormer's inputs: image (IMAGE), model, fidelity, upscale,
+background_enhance, face_upsample, only_center_face, detection_threshold, upscale_model
+(file name or "none"), paste_mask ("parse" | "square"), visibility. Each side returns
+((IMAGE, MASK), details).
 """
-from ..host import images, models
+from ..host import images
 from ..host.progress import Progress
 
-DEFAULTS = {"model": "codeformer.pth", "only_center_face": False, "detection_threshold": 0.8,
-            "paste_mask": "parse", "visibility": 1.0, "upscale_model": None}
-SEGMIND_IGNORES = ("model", "only_center_face", "detection_threshold", "paste_mask", "visibility", "upscale_model")
+NONE = "none"
+SEGMIND_IGNORES = ["model", "only_center_face", "detection_threshold", "paste_mask", "visibility", "upscale_model"]
 
 
 class CodeFormerRequestError(ValueError):
@@ -19,7 +19,8 @@ class CodeFormerRequestError(ValueError):
 
 def _upscaler(request):
     """The upscale model file the local side uses, or None."""
-    return request["upscale_model"] if request["background_enhance"] or request["face_upsample"] else None
+    wanted = request["background_enhance"] or request["face_upsample"]
+    return request["upscale_model"] if wanted and request["upscale_model"] != NONE else None
 
 
 def files(request):
@@ -28,32 +29,35 @@ def files(request):
     return engine.wanted(request["model"], _upscaler(request), request["paste_mask"] == "parse")
 
 
-def local(request):
+def local(request, paths):
     import numpy as np
     import torch
 
     from ..local import codeformer as engine
 
-    photos = request["photos"]
+    photos = images.to_uint8(request["image"], "image")
     for photo in photos:  # before anything loads
         images.check_side(photo.shape[1] * request["upscale"], photo.shape[0] * request["upscale"],
                           f"CodeFormer at upscale {request['upscale']}")
-    upscaler = _upscaler(request)
-    if request["background_enhance"] and upscaler is None:  # Segmind has its own enhancer; here we need a file
+    if request["background_enhance"] and "upscaler" not in paths:  # Segmind has its own enhancer; here a file
         raise CodeFormerRequestError("background_enhance needs an upscale_model (models/upscale_models) on the "
                                      "local backend; turn it off for a plain Lanczos resize.")
-    model_path, det_path, *rest = models.require(files(request))
-    up_path = rest.pop(0) if upscaler else None
-    parse_path = rest.pop(0) if rest else None
     with Progress(2 * len(photos), "CodeFormer") as bar:
         outs, masks, counts = engine.process(
-            photos, engine.restorer(model_path), engine.detector(det_path), request["fidelity"],
-            request["upscale"], engine.upscaler(up_path) if up_path else None, request["face_upsample"],
-            request["only_center_face"], request["detection_threshold"], step=bar.step,
-            parser_r=engine.parser(parse_path) if parse_path else None, visibility=request["visibility"],
-            background_enhance=request["background_enhance"])
+            photos, engine.restorer(paths["model"]), engine.detector(paths["detector"]), request["fidelity"],
+            request["upscale"], engine.upscaler(paths["upscaler"]) if "upscaler" in paths else None,
+            request["face_upsample"], request["only_center_face"], request["detection_threshold"], step=bar.step,
+            parser_r=engine.parser(paths["parser"]) if "parser" in paths else None,
+            visibility=request["visibility"], background_enhance=request["background_enhance"])
     result = (images.from_uint8(outs), torch.from_numpy(np.stack(masks)))
     return result, {"faces": sum(counts), "faces_per_image": counts}
+
+
+def segmind_jobs(request):
+    jobs = [{"image": images.from_uint8([p]), "scale": request["upscale"], "fidelity": request["fidelity"],
+             "bg": request["background_enhance"], "face": request["face_upsample"]}
+            for p in images.to_uint8(request["image"], "image")]
+    return "codeformer", jobs, SEGMIND_IGNORES
 
 
 def segmind(request):
@@ -61,10 +65,6 @@ def segmind(request):
 
     from ..segmind.client import Client
 
-    jobs = [{"image": images.from_uint8([p]), "scale": request["upscale"], "fidelity": request["fidelity"],
-             "bg": request["background_enhance"], "face": request["face_upsample"]} for p in request["photos"]]
-    out, info = Client().run("codeformer", jobs)
-    ignored = [name for name in SEGMIND_IGNORES if request[name] != DEFAULTS[name]]
-    if ignored:
-        info["segmind_ignores"] = ", ".join(ignored)  # report() puts it in the log and the ui
-    return (out, torch.zeros(out.shape[:3])), info
+    endpoint, jobs, ignored = segmind_jobs(request)
+    out, info = Client().run(endpoint, jobs)
+    return (out, torch.zeros(out.shape[:3])), dict(info, segmind_ignores=ignored)

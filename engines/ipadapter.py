@@ -25,13 +25,17 @@ def handle(image, negative_image, ipadapter, clip_vision, scale, mode, combine):
         raise IPAdapterRequestError(f"mode must be one of {', '.join(MODES)}, not {mode!r}.")
     if combine not in COMBINE:
         raise IPAdapterRequestError(f"combine must be one of {', '.join(COMBINE)}, not {combine!r}.")
+    if not 0.0 <= scale <= 2.0:  # NaN fails this too
+        raise IPAdapterRequestError(f"ip_adapter_scale {scale} must be within 0..2.")
     negative = None if negative_image is None else images.to_uint8(negative_image, "negative image prompt")
     return {"images": images.to_uint8(image, "image prompt"), "negative": negative, "ipadapter": ipadapter,
             "clip_vision": clip_vision, "scale": float(scale), "mode": mode, "combine": combine}
 
 
 def files(ip):
-    return [("ipadapter", ip["ipadapter"], ADAPTER_SOURCE), ("clip_vision", ip["clip_vision"], ENCODER_SOURCE)]
+    """{role: (folder, file, source)} of the adapter and its encoder."""
+    return {"ipadapter": ("ipadapter", ip["ipadapter"], ADAPTER_SOURCE),
+            "clip_vision": ("clip_vision", ip["clip_vision"], ENCODER_SOURCE)}
 
 
 def segmind_fields(ip):

@@ -1,18 +1,22 @@
 """SDXL text-to-image and SDXL + OpenPose ControlNet: local (diffusers) or Segmind
-(`sdxl1.0-txt2img`, `sdxl-openpose`), behind one signature.
+(`sdxl1.0-txt2img`, `sdxl-openpose`, `ip-sdxl-openpose`), behind one signature (engines/backend.py).
 
-A request is a dict: sdxl (the PF_SDXL handle or None), prompt, negative_prompt,
-width, height, steps, guidance, scheduler, seed, samples; for pose runs also pose
-(PF_POSE or a pose-map IMAGE), controlnet_scale, control_start, control_end and
-ip_adapter (PF_IPADAPTER of engines/ipadapter.py, or None; Segmind then runs
-`ip-sdxl-openpose`). Each side returns ((IMAGE,), details).
+A request is the sampler's inputs under their own names: sdxl (the PF_SDXL handle or None),
+prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
+samples, ip_adapter (PF_IPADAPTER or None); for pose runs also pose (PF_POSE or a pose-map
+IMAGE), controlnet_scale, control_start, control_end and pose_fit. Each side returns ((IMAGE,), details).
 """
-from ..host import images, models
+from ..host import images
 from ..host.progress import Progress
+from ..local import schedulers
 from . import ipadapter
 
 DTYPES = ["auto", "fp16", "bf16", "fp32"]
+SCHEDULERS = schedulers.NAMES
+POSE_FITS = ["fit", "crop", "stretch"]
 NO_LOADER = ("checkpoints", "an SDXL checkpoint: connect a PF_SDXLLoader node to the `sdxl` input", None)
+LORA_SOURCE = "https://civitai.com or https://huggingface.co (an SDXL LoRA)"
+SIZE = (64, 4096)  # what the local engine takes, in multiples of 8 (the widgets start at 256)
 
 
 class SDXLRequestError(ValueError):
@@ -20,50 +24,80 @@ class SDXLRequestError(ValueError):
 
 
 def handle(ckpt, controlnet, dtype):
-    """PF_SDXL: which files to load (nothing is loaded until a sampler runs)."""
+    """PF_SDXL: which files to load (nothing is loaded until a sampler runs), and no LoRA yet."""
     folder, name = ("diffusers", ckpt[len("[diffusers] "):]) if ckpt.startswith("[diffusers] ") else ("checkpoints", ckpt)
-    return {"ckpt": (folder, name), "controlnet": None if controlnet == "none" else controlnet, "dtype": dtype}
+    return {"ckpt": (folder, name), "controlnet": None if controlnet == "none" else controlnet, "dtype": dtype,
+            "loras": []}
+
+
+def with_lora(sdxl, lora_name, strength_model, strength_clip):
+    """A new PF_SDXL handle: `sdxl` with one more LoRA (the given handle is left as it is: ComfyUI
+    reuses a node's output)."""
+    for name, value in (("strength_model", strength_model), ("strength_clip", strength_clip)):
+        if not -4.0 <= value <= 4.0:  # NaN fails this too
+            raise SDXLRequestError(f"{name} {value} must be within -4..4.")
+    lora = {"name": lora_name, "strength_model": float(strength_model), "strength_clip": float(strength_clip)}
+    return dict(sdxl, loras=list(sdxl.get("loras", [])) + [lora])
 
 
 def is_pose(request):
     return "pose" in request
 
 
+def check(request):
+    """The checks of what the local engine can do, before any heavy work (Segmind's own ranges are
+    checked only when Segmind runs)."""
+    lo, hi = SIZE
+    for side in ("width", "height"):
+        if request[side] % 8 or not lo <= request[side] <= hi:
+            raise SDXLRequestError(f"{side} {request[side]} must be a multiple of 8 within {lo}..{hi} (SDXL works "
+                                   "best near 1024x1024).")
+    if not 1 <= request["num_inference_steps"] <= 150:
+        raise SDXLRequestError("num_inference_steps must be within 1..150.")
+    if not 1 <= request["samples"] <= 16:
+        raise SDXLRequestError("samples must be within 1..16.")
+    schedulers.check(request["scheduler"])
+    if is_pose(request):
+        if not 0 <= request["control_start"] < request["control_end"] <= 1:
+            raise SDXLRequestError("control_start must be below control_end, both within 0..1.")
+        if request["pose_fit"] not in POSE_FITS:
+            raise SDXLRequestError(f"pose_fit must be one of {', '.join(POSE_FITS)}, not {request['pose_fit']!r}.")
+
+
 def files(request):
+    """{role: (folder, file, source)}: ckpt, controlnet (pose runs), lora0.. (PF_SDXLLoRA), ipadapter and
+    clip_vision (with an image prompt)."""
     from ..local import sdxl
 
     check(request)
-    handle_ = request["sdxl"]
-    if handle_ is None:
-        return [NO_LOADER]
-    wanted = [(*handle_["ckpt"], sdxl.SDXL_SOURCE)]
+    sdxl_handle = request["sdxl"]
+    if sdxl_handle is None:
+        return {"ckpt": NO_LOADER}
+    wanted = {"ckpt": (*sdxl_handle["ckpt"], sdxl.SDXL_SOURCE)}
     if is_pose(request):
-        if handle_["controlnet"] is None:
+        if sdxl_handle["controlnet"] is None:
             raise SDXLRequestError("PF_SDXLOpenPose needs an OpenPose ControlNet: choose one in PF_SDXLLoader's "
                                    f"`controlnet` (it is 'none'). Get one from {sdxl.OPENPOSE_SOURCE}.")
-        wanted.append(("controlnet", handle_["controlnet"], sdxl.OPENPOSE_SOURCE))
+        wanted["controlnet"] = ("controlnet", sdxl_handle["controlnet"], sdxl.OPENPOSE_SOURCE)
+    for index, lora in enumerate(sdxl_handle.get("loras", [])):
+        wanted[f"lora{index}"] = ("loras", lora["name"], LORA_SOURCE)
     if request.get("ip_adapter") is not None:
-        wanted += ipadapter.files(request["ip_adapter"])
+        wanted.update(ipadapter.files(request["ip_adapter"]))
     return wanted
 
 
-def check(request):
-    """The checks every backend shares, before any heavy work."""
-    for side in ("width", "height"):
-        if request[side] % 8 or request[side] < 64:
-            raise SDXLRequestError(f"{side} {request[side]} must be a multiple of 8 and at least 64 "
-                                   "(SDXL works best near 1024x1024).")
-    if request["steps"] < 1:
-        raise SDXLRequestError("steps must be at least 1.")
-    if not 1 <= request["samples"] <= 4:
-        raise SDXLRequestError("samples must be between 1 and 4.")
-    if is_pose(request) and not 0 <= request["control_start"] < request["control_end"] <= 1:
-        raise SDXLRequestError("control_start must be below control_end, both within 0..1.")
+def pose_maps(request):
+    """The pose maps (uint8 RGB, the output's size) the ControlNet receives: a PF_POSE with keypoints
+    whose canvas has another aspect is drawn again at the output size, fitted or cropped (its
+    skeleton's proportions kept); a plain pose-map IMAGE is letterboxed or centre-cropped; `stretch`
+    only resizes."""
+    from ..local import pose_render
 
-
-def pose_maps(pose):
-    """The pose maps (uint8 RGB) of a PF_POSE or of a plain pose-map IMAGE."""
-    return images.to_uint8(pose["map"] if isinstance(pose, dict) else pose, "pose")
+    pose, size, fit = request["pose"], (request["width"], request["height"]), request["pose_fit"]
+    if isinstance(pose, dict) and pose.get("keypoints"):
+        return [pose_render.fit_frame(frame, *size, fit, **pose.get("draw", {})) for frame in pose["keypoints"]]
+    maps = images.to_uint8(pose["map"] if isinstance(pose, dict) else pose, "pose")
+    return [pose_render.fit_map(m, *size, fit) for m in maps]
 
 
 def pose_photos(pose):
@@ -76,56 +110,72 @@ def pose_photos(pose):
     return images.to_uint8(source, "pose photo")
 
 
-def local(request):
+def local(request, paths):
     import numpy as np
     import torch
 
-    from ..local import sdxl
+    from ..local import lora, sdxl
 
-    handle_ = request["sdxl"]
-    paths = models.require(files(request))
-    job = dict(request, ckpt=paths[0], controlnet=paths[1] if is_pose(request) else None, dtype=handle_["dtype"])
+    sdxl_handle = request["sdxl"]
+    cross = sdxl.component_config(paths["ckpt"], "unet")["cross_attention_dim"]
+    loras = []
+    for index, spec in enumerate(sdxl_handle.get("loras", [])):
+        lora.check(paths[f"lora{index}"], cross)  # from its tensor names and shapes: before anything loads
+        loras.append((paths[f"lora{index}"], spec["strength_model"], spec["strength_clip"]))
+    job = dict(request, ckpt=paths["ckpt"], controlnet=paths.get("controlnet"), dtype=sdxl_handle["dtype"],
+               loras=loras)
     if is_pose(request):
-        job["poses"] = pose_maps(request["pose"])
+        job["poses"] = pose_maps(request)
     if request.get("ip_adapter") is not None:
         from ..local import ipadapter as local_ip
 
-        adapter_path, encoder_path = paths[-2:]
-        info, _ = local_ip.check_pair(adapter_path, encoder_path)  # they fit, read from their shapes: before any load
-        job["ip_adapter"] = dict(request["ip_adapter"], adapter=adapter_path, encoder=encoder_path, info=info)
+        info, _ = local_ip.check_pair(paths["ipadapter"], paths["clip_vision"])  # they fit: before any load
+        job["ip_adapter"] = dict(request["ip_adapter"], adapter=paths["ipadapter"], encoder=paths["clip_vision"],
+                                 info=info)
     count = len(job.get("poses") or [None])
-    with Progress(request["steps"] * count, "SDXL") as bar:
+    with Progress(request["num_inference_steps"] * count, "SDXL") as bar:
         out = sdxl.generate(job, bar.step)
     result = torch.from_numpy(np.stack(out).astype(np.float32))
     return (result,), {"image_count": len(out), "seed": request["seed"]}
 
 
-def segmind(request):
-    from ..segmind.client import Client
-
-    common = {"prompt": request["prompt"], "negative_prompt": request.get("negative_prompt") or None,
-              "samples": 1, "scheduler": request["scheduler"], "num_inference_steps": request["steps"],
-              "guidance_scale": request["guidance"]}
+def segmind_jobs(request):
+    """(endpoint, one job per image, inputs Segmind ignores); raises what Segmind cannot run."""
+    sdxl_handle = request["sdxl"] or {}
+    if sdxl_handle.get("loras"):
+        raise SDXLRequestError("Segmind's endpoints take no LoRA: use backend 'local' for PF_SDXLLoRA, or remove it.")
+    problem = schedulers.segmind_problem(request["scheduler"])
+    if problem:
+        raise SDXLRequestError(f"Segmind cannot run this: {problem}.")
+    common = {name: request[name] for name in ("prompt", "scheduler", "num_inference_steps", "guidance_scale")}
+    common.update(negative_prompt=request["negative_prompt"] or None, samples=1)
     ignored = []
+    ip = request.get("ip_adapter")
     if is_pose(request):
         photos = pose_photos(request["pose"])
         common["controlnet_scale"] = request["controlnet_scale"]
         endpoint = "sdxl-openpose"
-        if request.get("ip_adapter") is not None:
-            fields, skipped = ipadapter.segmind_fields(request["ip_adapter"])
+        if ip is not None:
+            fields, skipped = ipadapter.segmind_fields(ip)
             common.update(fields)
             ignored += skipped
             endpoint = "ip-sdxl-openpose"
         jobs = [dict(common, image=images.from_uint8([photo]), seed=request["seed"] + i * request["samples"] + k)
                 for i, photo in enumerate(photos) for k in range(request["samples"])]
-        ignored += [name for name, default in (("control_start", 0.0), ("control_end", 1.0))
-                    if request[name] != default]
-        ignored += ["width", "height"]  # the output size is Segmind's
+        ignored += ["control_start", "control_end", "width", "height", "pose_fit"]  # the output size is Segmind's
     else:
-        jobs = [dict(common, img_width=request["width"], img_height=request["height"], refiner=False,
+        if ip is not None:
+            raise SDXLRequestError("No Segmind endpoint takes an image prompt without a pose: use backend 'local' "
+                                   "for PF_SDXLText2Image with an ip_adapter, or PF_SDXLOpenPose on Segmind.")
+        jobs = [dict(common, width=request["width"], height=request["height"], refiner=False,
                      seed=request["seed"] + k) for k in range(request["samples"])]
         endpoint = "sdxl1.0-txt2img"
+    return endpoint, jobs, ignored
+
+
+def segmind(request):
+    from ..segmind.client import Client
+
+    endpoint, jobs, ignored = segmind_jobs(request)
     out, info = Client().run(endpoint, jobs)
-    if ignored:
-        info["segmind_ignores"] = ", ".join(ignored)
-    return (out,), dict(info, image_count=int(out.shape[0]))
+    return (out,), dict(info, image_count=int(out.shape[0]), segmind_ignores=ignored)

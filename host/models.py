@@ -22,6 +22,7 @@ FOLDERS = {
     "facedetection": WEIGHTS,
     "upscale_models": WEIGHTS,
     "openpose": WEIGHTS,
+    "loras": WEIGHTS,
 }
 
 _root = None
@@ -116,11 +117,11 @@ def missing(wanted):
 
 
 def require(wanted):
-    """Paths of `wanted` [(folder, filename, source)]; MissingModelFiles names all absent ones."""
-    absent = missing(wanted)
+    """{role: path} of `wanted` {role: (folder, filename, source)}; MissingModelFiles names all absent ones."""
+    absent = missing(list(wanted.values()))
     if absent:
         raise MissingModelFiles(absent)
-    return [find(folder, filename) for folder, filename, _ in wanted]
+    return {role: find(folder, filename) for role, (folder, filename, _) in wanted.items()}
 
 
 def choices(folder, fallback):

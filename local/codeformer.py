@@ -29,12 +29,13 @@ MIN_EYE_DISTANCE = 5
 
 
 def wanted(model_name, upscaler_name=None, parse=False):
-    files = [("facerestore_models", model_name, CODEFORMER_SOURCE),
-             ("facedetection", DETECTION_FILE, DETECTION_SOURCE)]
+    """{role: (folder, file, source)} of the files a local run needs."""
+    files = {"model": ("facerestore_models", model_name, CODEFORMER_SOURCE),
+             "detector": ("facedetection", DETECTION_FILE, DETECTION_SOURCE)}
     if upscaler_name:
-        files.append(("upscale_models", upscaler_name, "https://openmodeldb.info"))
+        files["upscaler"] = ("upscale_models", upscaler_name, "https://openmodeldb.info")
     if parse:
-        files.append(("facedetection", PARSE_FILE, PARSE_SOURCE))
+        files["parser"] = ("facedetection", PARSE_FILE, PARSE_SOURCE)
     return files
 
 

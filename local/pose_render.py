@@ -137,18 +137,23 @@ def render_frame(frame, width=None, height=None, body=True, hands=True, face=Tru
     """One POSE_KEYPOINT frame -> HxWx3 uint8 pose map (size: width/height or the canvas).
     Drawn as controlnet-aux draws it (on a canvas of short side `short_side`, then resized
     with INTER_LINEAR), so limbs keep the same width relative to the image at every size."""
-    import cv2
-    import numpy as np
-
     if not isinstance(frame, dict) or not isinstance(frame.get("people") or [], list):
         raise KeypointError("each POSE_KEYPOINT frame must be a dict with a 'people' list")
     W = int(width or canvas_side(frame, "canvas_width"))
     H = int(height or canvas_side(frame, "canvas_height"))
     if W < 1 or H < 1:
         raise KeypointError("no output size: set width and height, or give canvas_width/canvas_height")
+    return draw_people(frame_parts(frame, threshold), W, H, body, hands, face, stick_width, short_side)
+
+
+def draw_people(people, W, H, body=True, hands=True, face=True, stick_width=STICK_WIDTH, short_side=DRAW_SHORT_SIDE):
+    """People ({part: [(x, y) normalized | None]}) drawn into a W x H pose map, on the draw canvas."""
+    import cv2
+    import numpy as np
+
     dw, dh = draw_size(W, H, short_side)
     canvas = np.zeros((dh, dw, 3), np.uint8)
-    for parts in frame_parts(frame, threshold):
+    for parts in people:
         if body and parts["pose_keypoints_2d"]:
             draw_body(canvas, parts["pose_keypoints_2d"], stick_width)
         if hands:
@@ -205,3 +210,50 @@ def draw_face(canvas, points):
             if x > EPS and y > EPS:
                 cv2.circle(canvas, (x, y), 3, (255, 255, 255), thickness=-1)
     return canvas
+
+
+# -- a pose on an output of another shape ------------------------------------------------
+SAME_SHAPE = 0.01  # aspect ratios this close are the same shape
+
+
+def placement(src_w, src_h, width, height, mode):
+    """(scale x, scale y, offset x, offset y) that put a src_w x src_h canvas on width x height:
+    `fit` whole and centred, `crop` covering it and centred, `stretch` onto it."""
+    if mode == "stretch":
+        return width / src_w, height / src_h, 0.0, 0.0
+    s = (min if mode == "fit" else max)(width / src_w, height / src_h)
+    return s, s, (width - src_w * s) / 2, (height - src_h * s) / 2
+
+
+def same_shape(w, h, width, height):
+    return abs(w / h - width / height) <= SAME_SHAPE * width / height
+
+
+def fit_map(pose_map, width, height, mode):
+    """A pose map (uint8) for a width x height output: letterboxed (`fit`) or centre-cropped (`crop`)
+    when its shape differs; as it is when the shape is the same or `stretch` (the sampler resizes it)."""
+    import cv2
+    import numpy as np
+
+    h, w = pose_map.shape[:2]
+    if mode == "stretch" or same_shape(w, h, width, height):
+        return pose_map
+    sx, sy, ox, oy = placement(w, h, width, height, mode)
+    matrix = np.array([[sx, 0, ox], [0, sy, oy]], np.float64)
+    return cv2.warpAffine(pose_map, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+
+
+def fit_frame(frame, width, height, mode, body=True, hands=True, face=True, stick_width=STICK_WIDTH,
+              threshold=0.0, short_side=DRAW_SHORT_SIDE):
+    """A POSE_KEYPOINT frame drawn at width x height, its skeleton's proportions kept: the frame's
+    canvas is fitted or cropped onto the output (`placement`) and the limbs drawn at the output's
+    size, so they keep their width too."""
+    cw, ch = canvas_side(frame, "canvas_width") or width, canvas_side(frame, "canvas_height") or height
+    sx, sy, ox, oy = placement(cw, ch, width, height, "stretch" if same_shape(cw, ch, width, height) else mode)
+
+    def moved(points):
+        return None if points is None else [
+            None if p is None else ((ox + p[0] * cw * sx) / width, (oy + p[1] * ch * sy) / height) for p in points]
+
+    people = [{name: moved(points) for name, points in parts.items()} for parts in frame_parts(frame, threshold)]
+    return draw_people(people, width, height, body, hands, face, stick_width, short_side)

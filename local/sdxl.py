@@ -21,7 +21,7 @@ import logging
 import os
 
 from ..host import comfy, device, residency, weights
-from . import ipadapter, libs
+from . import ipadapter, libs, lora, prompt, schedulers
 
 log = logging.getLogger("PoseForge")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,23 +33,6 @@ OPENPOSE_SOURCE = ("https://huggingface.co/thibaud/controlnet-openpose-sdxl-1.0 
                    "https://huggingface.co/xinsir/controlnet-openpose-sdxl-1.0 (folder)")
 OTHER_CONTROLS = ("canny", "depth", "scribble", "softedge", "lineart", "tile", "seg", "normal", "mlsd", "inpaint",
                   "blur", "hed", "sketch", "recolor", "qrcode")
-
-# Segmind's scheduler names (segmind-api.md 2.2) -> the diffusers scheduler meaning the same.
-SCHEDULERS = {
-    "DDIM": ("DDIMScheduler", {}),
-    "DPM Multi": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "DPM Single": ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
-    "Euler": ("EulerDiscreteScheduler", {}),
-    "Heun": ("HeunDiscreteScheduler", {}),
-    "DPM2 a Karras": ("KDPM2AncestralDiscreteScheduler", {"use_karras_sigmas": True}),
-    "DPM2 Karras": ("KDPM2DiscreteScheduler", {"use_karras_sigmas": True}),
-    "LMS": ("LMSDiscreteScheduler", {}),
-    "PNDM": ("PNDMScheduler", {}),
-    "DDPM": ("DDPMScheduler", {}),
-    "UniPC": ("UniPCMultistepScheduler", {}),
-}
-
 
 class ModelFamilyError(ValueError):
     pass
@@ -220,15 +203,6 @@ def controlnet(path, dtype_name="auto"):
     return residency.get(("controlnet", weights.identity(path), resolved(dtype_name)), load)
 
 
-def scheduler(name, config_source):
-    """The diffusers scheduler for Segmind's scheduler `name`, from the checkpoint's scheduler config."""
-    if name not in SCHEDULERS:
-        raise ValueError(f"Unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}.")
-    cls_name, options = SCHEDULERS[name]
-    cls = getattr(libs.diffusers(), cls_name)
-    return cls.from_config(_json(config_source), **options)
-
-
 def config_dir(ckpt_path):
     """The diffusers config folder of a checkpoint: a diffusers folder is its own; a single file
     uses a `<name>.config/` folder beside it when there is one, else the SDXL configs we ship."""
@@ -238,8 +212,10 @@ def config_dir(ckpt_path):
     return beside if os.path.exists(os.path.join(beside, "model_index.json")) else CONFIG_DIR
 
 
-def scheduler_config_path(ckpt_path):
-    return os.path.join(config_dir(ckpt_path), "scheduler", "scheduler_config.json")
+def component_config(ckpt_path, part, name="config.json"):
+    """A component's diffusers config (e.g. "unet", or "scheduler" / "scheduler_config.json") of a
+    checkpoint, read without loading anything."""
+    return _json(os.path.join(config_dir(ckpt_path), part, name))
 
 
 # -- sampling, phase by phase -----------------------------------------------------
@@ -264,17 +240,18 @@ def _pipeline(nets, sched, cn_net, dev):
 
 
 def generate(request, step):
-    """Run one SDXL job. request: ckpt, controlnet (path or None), dtype, prompt, negative_prompt,
-    width, height, steps, guidance, scheduler, seed, samples; for ControlNet runs `poses`
-    (list of HxWx3 uint8 maps), controlnet_scale, control_start, control_end; optionally
-    `ip_adapter` (the engines/ipadapter handle: images, negative, scale, mode, combine; plus
-    the `adapter` and `encoder` paths and the adapter's `info` from local/ipadapter.check_pair).
-    `step(preview=None)` is called after every sampler step. Returns a list of HxWx3 float32
-    arrays in 0..1: per pose (or once without poses), `samples` images with seeds seed,
+    """Run one SDXL job. request: the sampler's inputs (prompt, negative_prompt, width, height,
+    num_inference_steps, guidance_scale, scheduler, seed, samples; for ControlNet runs
+    controlnet_scale, control_start, control_end) and ckpt, controlnet (paths; controlnet None
+    without poses), dtype, `poses` (HxWx3 uint8 maps at the output size, or absent), `loras`
+    [(path, strength_model, strength_clip)] and `ip_adapter` (the engines/ipadapter handle plus
+    the `adapter` and `encoder` paths and the adapter's `info` from local/ipadapter.check_pair,
+    or None). `step(preview=None)` is called after every sampler step. Returns a list of HxWx3
+    float32 arrays in 0..1: per pose (or once without poses), `samples` images with seeds seed,
     seed+1, ..."""
     parts = checkpoint(request["ckpt"], request["dtype"])
     cn = controlnet(request["controlnet"], request["dtype"]) if request.get("controlnet") else None
-    with residency.holding(*parts.values(), cn):  # an IP-Adapter (or LoRA) run changes them: one run at a time
+    with residency.holding(*parts.values(), cn):  # an IP-Adapter or LoRA run changes them: one run at a time
         return _generate(request, step, parts, cn)
 
 
@@ -282,51 +259,65 @@ def _generate(request, step, parts, cn):
     import torch
 
     dev = device.torch_device()
-    sched = scheduler(request["scheduler"], scheduler_config_path(request["ckpt"]))
+    sched, call = schedulers.build(request["scheduler"], component_config(request["ckpt"], "scheduler",
+                                                                          "scheduler_config.json"))
     pipe = _pipeline({name: r.net for name, r in parts.items()}, sched, cn.net if cn else None, dev)
-    samples, guidance = request["samples"], request["guidance"]
+    samples, guided = request["samples"], request["guidance_scale"] > 1.0
     ip = request.get("ip_adapter")
     adapter = ipadapter.adapter(ip["adapter"], parts["unet"]) if ip else None
 
-    with torch.no_grad():  # phase 1: text encoders (and the image encoder)
-        residency.use(parts["text_encoder"], parts["text_encoder_2"])
-        embeds = pipe.encode_prompt(prompt=request["prompt"], device=dev, num_images_per_prompt=1,
-                                    do_classifier_free_guidance=guidance > 1.0,
-                                    negative_prompt=request.get("negative_prompt") or None)
-    names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
-    embeds = dict(zip(names, embeds))
-    if ip:
-        dtype = parts["unet"].net.dtype  # the image encoder and its embeddings in the UNet's dtype
-        encoder = ipadapter.encoder(ip["encoder"], dtype)
-        image_embeds = ipadapter.image_embeds(encoder, ip["info"], ip["images"], ip["negative"], ip["combine"],
-                                              guided=guidance > 1.0)
-        embeds["ip_adapter_image_embeds"] = [image_embeds.to(dev, dtype)]
+    with lora.applied(pipe, request.get("loras") or []):
+        with torch.no_grad():  # phase 1: text encoders (and the image encoder)
+            encoders = residency.use(parts["text_encoder"], parts["text_encoder_2"])
+            embeds = prompt_embeds(pipe.tokenizer, pipe.tokenizer_2, encoders, request["prompt"],
+                                   request["negative_prompt"] if guided else None)
+        if ip:
+            dtype = parts["unet"].net.dtype  # the image encoder and its embeddings in the UNet's dtype
+            encoder = ipadapter.encoder(ip["encoder"], dtype)
+            image_embeds = ipadapter.image_embeds(encoder, ip["info"], ip["images"], ip["negative"], ip["combine"],
+                                                  guided=guided)
+            embeds["ip_adapter_image_embeds"] = [image_embeds.to(dev, dtype)]
+        dtype = parts["unet"].net.dtype
+        embeds = {k: v.to(dev, dtype) if torch.is_tensor(v) else v for k, v in embeds.items()}
 
-    residency.use(parts["unet"], *[r for r in (cn, adapter) if r])  # phase 2: UNet (+ ControlNet, IP-Adapter)
-    preview = _previewer()
-    poses = request.get("poses") or [None]
-    latents = []
+        residency.use(parts["unet"], *[r for r in (cn, adapter) if r])  # phase 2: UNet (+ ControlNet, IP-Adapter)
+        preview = _previewer()
+        poses = request.get("poses") or [None]
+        latents = []
 
-    def on_step(pipe_, i, t, kwargs):
-        step(preview=preview(kwargs["latents"]) if preview else None)
-        return kwargs
+        def on_step(pipe_, i, t, kwargs):
+            step(preview=preview(kwargs["latents"]) if preview else None)
+            return kwargs
 
-    with (ipadapter.installed(pipe, adapter.net, ipadapter.block_scales(pipe.unet, ip["mode"], ip["scale"]))
-          if ip else contextlib.nullcontext()):
-        for index, pose in enumerate(poses):
-            first = request["seed"] + index * samples
-            generators = [torch.Generator("cpu").manual_seed(first + k) for k in range(samples)]
-            args = dict(embeds, width=request["width"], height=request["height"],
-                        num_inference_steps=request["steps"], guidance_scale=guidance, generator=generators,
-                        num_images_per_prompt=samples, output_type="latent", callback_on_step_end=on_step)
-            if cn is not None:
-                args.update(image=_pil(pose), controlnet_conditioning_scale=request["controlnet_scale"],
-                            control_guidance_start=request["control_start"],
-                            control_guidance_end=request["control_end"])
-            latents.append(pipe(**args).images)
+        with (ipadapter.installed(pipe, adapter.net, ipadapter.block_scales(pipe.unet, ip["mode"], ip["scale"]))
+              if ip else contextlib.nullcontext()):
+            for index, pose in enumerate(poses):
+                first = request["seed"] + index * samples
+                generators = [torch.Generator("cpu").manual_seed(first + k) for k in range(samples)]
+                args = dict(embeds, **call, width=request["width"], height=request["height"],
+                            num_inference_steps=request["num_inference_steps"],
+                            guidance_scale=request["guidance_scale"], generator=generators,
+                            num_images_per_prompt=samples, output_type="latent", callback_on_step_end=on_step)
+                if cn is not None:
+                    args.update(image=_pil(pose), controlnet_conditioning_scale=request["controlnet_scale"],
+                                control_guidance_start=request["control_start"],
+                                control_guidance_end=request["control_end"])
+                latents.append(pipe(**args).images)
 
     vae, = residency.use(parts["vae"])  # phase 3: VAE, in fp32
     return [img for batch in latents for img in decode(vae, batch)]
+
+
+def prompt_embeds(tokenizer, tokenizer_2, encoders, text, negative=None):
+    """The pipeline's embedding arguments for `text` (and `negative`, None: no guidance), encoded as
+    ComfyUI encodes a prompt (local/prompt.py)."""
+    positive, pooled = prompt.encode((tokenizer, tokenizer_2), encoders, text)
+    if negative is None:
+        return {"prompt_embeds": positive, "pooled_prompt_embeds": pooled}
+    against, against_pooled = prompt.encode((tokenizer, tokenizer_2), encoders, negative)
+    positive, against = prompt.same_length(positive, against)
+    return {"prompt_embeds": positive, "pooled_prompt_embeds": pooled, "negative_prompt_embeds": against,
+            "negative_pooled_prompt_embeds": against_pooled}
 
 
 def decode(vae, latents):

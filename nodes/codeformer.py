@@ -1,8 +1,6 @@
 """PF_CodeFormer: face restoration + upscale, locally or on Segmind's `codeformer`."""
 from ..engines import backend as policy, codeformer
-from ..host import images, models
-
-NONE = "none"
+from ..host import models
 
 
 class PF_CodeFormer:
@@ -35,8 +33,8 @@ class PF_CodeFormer:
             "only_center_face": ("BOOLEAN", {"default": False}),
             "detection_threshold": ("FLOAT", {"default": 0.8, "min": 0.05, "max": 1.0, "step": 0.05}),
             "backend": policy.input_spec(),
-            "upscale_model": ([NONE] + models.list_files("upscale_models"), {
-                "default": NONE, "tooltip": "local: the upscale model for background_enhance and face_upsample"}),
+            "upscale_model": ([codeformer.NONE] + models.list_files("upscale_models"), {
+                "default": codeformer.NONE, "tooltip": "local: the upscale model for background_enhance and face_upsample"}),
             "paste_mask": (["parse", "square"], {"default": "parse" if parse_ready else "square", "tooltip": (
                 "parse: paste only the face itself (ParseNet, parsing_parsenet.pth in models/facedetection), "
                 "leaving hair and neck alone; square: a soft square, which can leave seams")}),
@@ -55,15 +53,8 @@ class PF_CodeFormer:
                     "backend segmind")
         return True
 
-    def restore(self, image, model, fidelity=0.5, upscale=1, background_enhance=False, face_upsample=False,
-                only_center_face=False, detection_threshold=0.8, backend=policy.DEFAULT, upscale_model=NONE,
-                paste_mask="parse", visibility=1.0):
-        request = {"photos": images.to_uint8(image, "image"), "model": model, "fidelity": fidelity,
-                   "upscale": upscale, "background_enhance": background_enhance,
-                   "upscale_model": None if upscale_model == NONE else upscale_model,
-                   "face_upsample": face_upsample, "only_center_face": only_center_face,
-                   "detection_threshold": detection_threshold, "paste_mask": paste_mask, "visibility": visibility}
-        return policy.run(self.NODE_ID, backend, codeformer, request)
+    def restore(self, image, model, **inputs):
+        return policy.run(type(self), codeformer, dict(inputs, image=image, model=model))
 
 
 NODES = (PF_CodeFormer,)

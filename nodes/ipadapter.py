@@ -25,8 +25,8 @@ class PF_IPAdapter:
             "clip_vision": (models.choices("clip_vision", "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"), {
                 "tooltip": "The encoder the adapter needs: ViT-H-14 for the _vit-h adapters, ViT-bigG-14 for "
                            "ip-adapter_sdxl. A wrong pair is refused with the right name."}),
-            "ip_adapter_scale": ("FLOAT", {"default": 0.6, "min": 0.0, "max": 1.0, "step": 0.05,
-                                           "tooltip": "How strongly the image prompt steers (0 = not at all)."}),
+            "ip_adapter_scale": ("FLOAT", {"default": 0.6, "min": 0.0, "max": 2.0, "step": 0.05, "tooltip": (
+                "How strongly the image prompt steers (0 = not at all). Segmind takes 0..1.")}),
             "mode": (engine.MODES, {"default": "standard", "tooltip": (
                 "standard: every attention layer. style: only the layer that carries style (InstantStyle), so the "
                 "reference's look without its layout. composition: only the layout layer. Local only.")}),

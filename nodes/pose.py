@@ -10,9 +10,10 @@ from ..host import images
 from ..host.progress import Progress
 
 
-def _pose_bundle(maps, keypoints, source):
-    """PF_POSE: the rendered maps (local samplers), keypoints, and source photos (Segmind)."""
-    return {"map": maps, "keypoints": keypoints, "source": source}
+def _pose_bundle(maps, keypoints, source, **draw):
+    """PF_POSE: the rendered maps (local samplers), keypoints, source photos (Segmind) and how the maps
+    were drawn (so a sampler of another output shape can draw the keypoints again alike)."""
+    return {"map": maps, "keypoints": keypoints, "source": source, "draw": draw}
 
 
 _STICK_WIDTH = ("INT", {"default": 4, "min": 1, "max": 32, "tooltip": (
@@ -60,7 +61,9 @@ class PF_OpenPoseExtract:
         source = images.from_uint8(photos)
         ui = policy.report(self.NODE_ID, "local", people=[len(f["people"]) for f in frames])
         return {"ui": dict(ui, openpose_json=[json.dumps(frames)]),
-                "result": (pose_map, frames, _pose_bundle(pose_map, frames, source))}
+                "result": (pose_map, frames, _pose_bundle(pose_map, frames, source, body=detect_body,
+                                                          hands=detect_hands, face=detect_face,
+                                                          stick_width=stick_width, short_side=resolution))}
 
 
 class PF_PoseRender:
@@ -104,7 +107,8 @@ class PF_PoseRender:
             raise pose_render.KeypointError("frames have different canvas sizes; set width and height to draw "
                                             "them as one batch")
         pose_map = images.from_uint8(maps)
-        return (pose_map, _pose_bundle(pose_map, frames, None))
+        return (pose_map, _pose_bundle(pose_map, frames, None, body=draw_body, hands=draw_hands, face=draw_face,
+                                       stick_width=stick_width, threshold=threshold, short_side=resolution))
 
 
 NODES = (PF_OpenPoseExtract, PF_PoseRender)

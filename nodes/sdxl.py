@@ -1,32 +1,31 @@
-"""PF_SDXLLoader, PF_SDXLText2Image and PF_SDXLOpenPose."""
+"""PF_SDXLLoader, PF_SDXLLoRA, PF_SDXLText2Image and PF_SDXLOpenPose."""
 from ..engines import backend as policy, sdxl as engine
 from ..host import models
 
-SCHEDULER_NAMES = ["DDIM", "DPM Multi", "DPM Single", "Euler a", "Euler", "Heun", "DPM2 a Karras", "DPM2 Karras",
-                   "LMS", "PNDM", "DDPM", "UniPC"]  # Segmind's names; local/sdxl.py maps each to diffusers
 SEED_MAX = 999_999_999_999_999  # Segmind's largest seed, so a seed means the same on both backends
+PROMPT_TIP = ("ComfyUI's prompt syntax: (word:1.3) weights, (word) = x1.1, nested parentheses multiply, \\( \\) are "
+              "literal; any length (77-token chunks). Segmind is sent the text as written.")
+LOCAL_TIP = "Local range; Segmind's own limits apply only when Segmind runs."
 
 
 def _sampling_inputs(default_scheduler, default_steps):
+    lo, hi = 256, engine.SIZE[1]  # below 256 SDXL draws nothing useful; scripts may still go lower
     return {
-        "prompt": ("STRING", {"multiline": True, "default": "a photo of a dancer, studio light, detailed"}),
-        "negative_prompt": ("STRING", {"multiline": True, "default": "blurry, lowres, deformed"}),
-        "width": ("INT", {"default": 1024, "min": 512, "max": 2048, "step": 8}),
-        "height": ("INT", {"default": 1024, "min": 512, "max": 2048, "step": 8}),
-        "num_inference_steps": ("INT", {"default": default_steps, "min": 1, "max": 100}),
-        "guidance_scale": ("FLOAT", {"default": 7.5, "min": 1.0, "max": 25.0, "step": 0.1}),
-        "scheduler": (SCHEDULER_NAMES, {"default": default_scheduler}),
+        "prompt": ("STRING", {"multiline": True, "default": "a photo of a dancer, studio light, detailed",
+                              "tooltip": PROMPT_TIP}),
+        "negative_prompt": ("STRING", {"multiline": True, "default": "blurry, lowres, deformed", "tooltip": PROMPT_TIP}),
+        "width": ("INT", {"default": 1024, "min": lo, "max": hi, "step": 8, "tooltip": LOCAL_TIP}),
+        "height": ("INT", {"default": 1024, "min": lo, "max": hi, "step": 8, "tooltip": LOCAL_TIP}),
+        "num_inference_steps": ("INT", {"default": default_steps, "min": 1, "max": 150, "tooltip": LOCAL_TIP}),
+        "guidance_scale": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": (
+            "1 or less: no classifier-free guidance (speed LoRAs such as Lightning or LCM want 1-2). " + LOCAL_TIP)}),
+        "scheduler": (engine.SCHEDULERS, {"default": default_scheduler, "tooltip": (
+            "Segmind's twelve names run on both backends; DPM++ 2M Karras, DPM++ 2M SDE Karras, DPM++ SDE Karras, "
+            "Euler Karras, LCM and TCD are local only (the README maps each to ComfyUI's sampler/scheduler).")}),
         "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True}),
-        "samples": ("INT", {"default": 1, "min": 1, "max": 4}),
+        "samples": ("INT", {"default": 1, "min": 1, "max": 16, "tooltip": "images per pose (seed, seed+1, ...)"}),
         "backend": policy.input_spec(),
     }
-
-
-def _request(sdxl_handle, prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
-             seed, samples):
-    return {"sdxl": sdxl_handle, "prompt": prompt, "negative_prompt": negative_prompt, "width": width,
-            "height": height, "steps": num_inference_steps, "guidance": guidance_scale, "scheduler": scheduler,
-            "seed": seed, "samples": samples}
 
 
 class PF_SDXLLoader:
@@ -54,6 +53,31 @@ class PF_SDXLLoader:
         return (engine.handle(ckpt_name, controlnet, dtype),)
 
 
+class PF_SDXLLoRA:
+    NODE_ID = "PF_SDXLLoRA"
+    DISPLAY_NAME = "SDXL LoRA (PoseForge)"
+    CATEGORY = "PoseForge/sdxl"
+    RETURN_TYPES = ("PF_SDXL",)
+    RETURN_NAMES = ("sdxl",)
+    FUNCTION = "apply"
+    DESCRIPTION = ("Adds a LoRA from models/loras to an SDXL model, chainable like core's LoraLoader: kohya/A1111 "
+                   "or diffusers keys, speed LoRAs (Lightning, LCM, Hyper, DMD2) too. Local only; it acts for each "
+                   "run and the cached model comes back exactly as it was.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        strength = {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.01}
+        return {"required": {
+            "sdxl": ("PF_SDXL",),
+            "lora_name": (models.choices("loras", "sdxl_lightning_4step_lora.safetensors"),),
+            "strength_model": ("FLOAT", dict(strength, tooltip="how strongly the LoRA changes the UNet")),
+            "strength_clip": ("FLOAT", dict(strength, tooltip="how strongly it changes the text encoders")),
+        }}
+
+    def apply(self, sdxl, lora_name, strength_model=1.0, strength_clip=1.0):
+        return (engine.with_lora(sdxl, lora_name, strength_model, strength_clip),)
+
+
 class PF_SDXLText2Image:
     NODE_ID = "PF_SDXLText2Image"
     DISPLAY_NAME = "SDXL Text to Image (PoseForge)"
@@ -61,14 +85,16 @@ class PF_SDXLText2Image:
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
     FUNCTION = "generate"
-    DESCRIPTION = "SDXL text-to-image, locally (diffusers, needs PF_SDXLLoader) or on Segmind's sdxl1.0-txt2img."
+    DESCRIPTION = ("SDXL text-to-image, locally (diffusers, needs PF_SDXLLoader; an optional image prompt from "
+                   "PF_IPAdapter) or on Segmind's sdxl1.0-txt2img.")
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": _sampling_inputs("UniPC", 25), "optional": {"sdxl": ("PF_SDXL",)}}
+        return {"required": _sampling_inputs("UniPC", 25),
+                "optional": {"sdxl": ("PF_SDXL",), "ip_adapter": ("PF_IPADAPTER", {"tooltip": "local only"})}}
 
-    def generate(self, backend=policy.DEFAULT, sdxl=None, **inputs):
-        return policy.run(self.NODE_ID, backend, engine, _request(sdxl, **inputs))
+    def generate(self, sdxl=None, ip_adapter=None, **inputs):
+        return policy.run(type(self), engine, dict(inputs, sdxl=sdxl, ip_adapter=ip_adapter))
 
 
 class PF_SDXLOpenPose:
@@ -79,22 +105,25 @@ class PF_SDXLOpenPose:
     RETURN_NAMES = ("image",)
     FUNCTION = "generate"
     DESCRIPTION = ("SDXL guided by an OpenPose ControlNet: one image per pose x samples, in order. Local: the pose "
-                   "map; Segmind (sdxl-openpose): the pose's source photo, from which Segmind extracts the pose.")
+                   "map, fitted to the output size; Segmind (sdxl-openpose): the pose's source photo, from which "
+                   "Segmind extracts the pose.")
 
     @classmethod
     def INPUT_TYPES(cls):
         required = {"pose": ("PF_POSE,IMAGE", {"tooltip": "PF_POSE from OpenPose Extract, or a pose-map IMAGE"})}
         required.update(_sampling_inputs("DPM2 Karras", 30))
-        required["controlnet_scale"] = ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05})
+        required["controlnet_scale"] = ("FLOAT", {"default": 0.5, "min": 0.0, "max": 2.0, "step": 0.05,
+                                                  "tooltip": LOCAL_TIP})
         required["control_start"] = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01})
         required["control_end"] = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01})
+        required["pose_fit"] = (engine.POSE_FITS, {"default": "fit", "tooltip": (
+            "when the pose's shape differs from the output's: fit keeps the whole skeleton in proportion "
+            "(a PF_POSE is drawn again at the output size, a pose-map IMAGE letterboxed), crop fills the output "
+            "and cuts the overflow, stretch resizes (distorts)")})
         return {"required": required, "optional": {"sdxl": ("PF_SDXL",), "ip_adapter": ("PF_IPADAPTER",)}}
 
-    def generate(self, pose, controlnet_scale=0.5, control_start=0.0, control_end=1.0, backend=policy.DEFAULT,
-                 sdxl=None, ip_adapter=None, **inputs):
-        request = dict(_request(sdxl, **inputs), pose=pose, controlnet_scale=controlnet_scale,
-                       control_start=control_start, control_end=control_end, ip_adapter=ip_adapter)
-        return policy.run(self.NODE_ID, backend, engine, request)
+    def generate(self, pose, sdxl=None, ip_adapter=None, **inputs):
+        return policy.run(type(self), engine, dict(inputs, pose=pose, sdxl=sdxl, ip_adapter=ip_adapter))
 
 
-NODES = (PF_SDXLLoader, PF_SDXLText2Image, PF_SDXLOpenPose)
+NODES = (PF_SDXLLoader, PF_SDXLLoRA, PF_SDXLText2Image, PF_SDXLOpenPose)

@@ -193,12 +193,12 @@ def encode_png(image):
 
 def pixel_limit(params):
     """The most pixels an answer to `params` may decode to: PIXEL_SLACK times what was asked
-    (the input image times scale^2, or img_width x img_height), at least MIN_PIXELS."""
+    (the input image times scale^2, or width x height), at least MIN_PIXELS."""
     asked = [int(v.shape[-2]) * int(v.shape[-3]) for v in params.values() if hasattr(v, "shape")]
     if asked:
         wanted = max(asked) * int(params.get("scale") or 1) ** 2
     else:
-        wanted = int(params.get("img_width") or 1024) * int(params.get("img_height") or 1024)
+        wanted = int(params.get("width") or 1024) * int(params.get("height") or 1024)
     return PIXEL_SLACK * max(wanted, MIN_PIXELS)
 
 

@@ -222,7 +222,7 @@ def test_model_list_shows_codeformer_files_by_content(tmp_path, cf_root):
 
 def test_segmind_lists_inputs_it_ignores_and_enhances_without_a_local_file(fake):
     out = Node().restore(torch.rand(1, 24, 32, 3), "codeformer.pth", background_enhance=True,
-                         detection_threshold=0.5, paste_mask="square", backend="segmind")
+                         detection_threshold=0.5, paste_mask="parse", backend="segmind")
     assert fake.requests[0][2]["bg"] is True
     assert out["ui"]["segmind_ignores"] == ["detection_threshold, paste_mask"]
 

@@ -49,8 +49,8 @@ def test_standalone_root_and_env(tmp_path, monkeypatch):
 
 
 def test_missing_files_error_names_file_and_folder(models_root):
-    wanted = [("openpose", "body_pose_model.pth", "https://huggingface.co/lllyasviel/Annotators"),
-              ("facedetection", "detection_Resnet50_Final.pth", None)]
+    wanted = {"body": ("openpose", "body_pose_model.pth", "https://huggingface.co/lllyasviel/Annotators"),
+              "detector": ("facedetection", "detection_Resnet50_Final.pth", None)}
     with pytest.raises(models.MissingModelFiles) as err:
         models.require(wanted)
     text = str(err.value)
@@ -59,4 +59,8 @@ def test_missing_files_error_names_file_and_folder(models_root):
     assert "detection_Resnet50_Final.pth" in text and "facedetection" in text
     (models_root / "openpose").mkdir(parents=True)
     (models_root / "openpose" / "body_pose_model.pth").write_bytes(b"x")
-    assert [m[1] for m in models.missing(wanted)] == ["detection_Resnet50_Final.pth"]
+    assert [m[1] for m in models.missing(list(wanted.values()))] == ["detection_Resnet50_Final.pth"]
+    (models_root / "facedetection").mkdir(parents=True)
+    (models_root / "facedetection" / "detection_Resnet50_Final.pth").write_bytes(b"x")
+    assert models.require(wanted) == {"body": str(models_root / "openpose" / "body_pose_model.pth"),
+                                      "detector": str(models_root / "facedetection" / "detection_Resnet50_Final.pth")}

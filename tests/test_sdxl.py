@@ -105,7 +105,7 @@ def test_openpose_batch_of_poses_and_controlnet_scale_zero(sdxl):
     assert torch.allclose(zero, plain, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", list(engine.SCHEDULERS))
+@pytest.mark.parametrize("name", pf("local.schedulers").NAMES)
 def test_every_scheduler_runs(sdxl, name):
     image = t2i(sdxl, scheduler=name, num_inference_steps=3)["result"][0]
     assert image.shape == (1, 64, 64, 3) and torch.isfinite(image).all()
@@ -138,7 +138,7 @@ def buffers(module):
 
 # -- errors before heavy work ----------------------------------------------------
 @pytest.mark.parametrize("bad,match", [(dict(width=100), "multiple of 8"), (dict(num_inference_steps=0), "steps"),
-                                       (dict(samples=5), "samples")])
+                                       (dict(samples=17), "samples"), (dict(width=4104), "within 64..4096")])
 def test_bad_inputs(sdxl, bad, match):
     with pytest.raises(requests_.SDXLRequestError, match=match):
         t2i(sdxl, **bad)

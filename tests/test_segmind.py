@@ -44,8 +44,8 @@ def hashed_colour(prompt, seed):
 
 # -- happy paths -------------------------------------------------------------
 def test_txt2img_raw_bytes_and_cost_headers(fake):
-    images, info = client().run("sdxl1.0-txt2img", [{"prompt": "a dancer", "seed": 7, "img_width": 640,
-                                                    "img_height": 512}])
+    images, info = client().run("sdxl1.0-txt2img", [{"prompt": "a dancer", "seed": 7, "width": 640,
+                                                    "height": 512}])
     assert images.shape == (1, 512, 640, 3) and images.dtype == torch.float32
     assert np.allclose(images[0, 0, 0].numpy(), hashed_colour("a dancer", 7), atol=1 / 255)
     assert info["x-cost"] == 0.008 and "x-remaining-credits" in info and "x-generation-time" in info
@@ -80,7 +80,7 @@ def test_codeformer_scale_and_base64_json(fake):
 
 def test_samples_run_concurrently_in_order(fake):
     fake.latency = 0.2
-    jobs = [{"prompt": "p", "seed": s, "img_width": 512, "img_height": 512} for s in range(4)]
+    jobs = [{"prompt": "p", "seed": s, "width": 512, "height": 512} for s in range(4)]
     images, info = client().run("sdxl1.0-txt2img", jobs)
     for i in range(4):
         assert np.allclose(images[i, 0, 0].numpy(), hashed_colour("p", i), atol=1 / 255)
@@ -94,7 +94,7 @@ def test_samples_run_concurrently_in_order(fake):
     ({"prompt": "x", "bogus": 1}, "bogus"),
     ({"negative_prompt": "x"}, "needs prompt"),
     ({"prompt": 3}, "prompt must be text"),
-    ({"prompt": "x", "img_width": 512.5}, "whole number"),
+    ({"prompt": "x", "width": 512.5}, "whole number"),
     ({"prompt": "x", "refiner": "yes"}, "true or false"),
 ])
 def test_invalid_parameters_rejected_before_sending(fake, params, match):
@@ -104,8 +104,8 @@ def test_invalid_parameters_rejected_before_sending(fake, params, match):
 
 
 def test_bad_enum_and_batch_image_rejected_before_sending(fake):
-    with pytest.raises(endpoints.ParamError, match="scheduler"):
-        client().run("sdxl-openpose", [{"image": photo(), "prompt": "x", "scheduler": "Karras 9000"}])
+    with pytest.raises(endpoints.ParamError, match="cn_model"):
+        client().run("sdxl-controlnet", [{"image": photo(), "prompt": "x", "cn_model": "sdxl_blobs"}])
     with pytest.raises(endpoints.ParamError, match="batch of 2"):
         client().run("codeformer", [{"image": torch.zeros(2, 8, 8, 3)}])
     assert fake.requests == []
@@ -157,7 +157,7 @@ def test_5xx_retries_stop_at_their_bound(fake):
 
 def test_5xx_then_success(fake):
     fake.fail_next(500, times=2)
-    images, _ = client(retries=3).run("sdxl1.0-txt2img", [{"prompt": "x", "img_width": 512, "img_height": 512}])
+    images, _ = client(retries=3).run("sdxl1.0-txt2img", [{"prompt": "x", "width": 512, "height": 512}])
     assert images.shape[0] == 1 and len(fake.requests) == 3
 
 
@@ -166,7 +166,7 @@ def test_429_waits_for_reset_header_then_succeeds(fake):
 
     reset = (datetime.now(timezone.utc) + timedelta(seconds=0.2)).isoformat()
     fake.fail_next(429, headers={"x-rate-limit-reset-at-utc": reset})
-    images, _ = client().run("sdxl1.0-txt2img", [{"prompt": "x", "img_width": 512, "img_height": 512}])
+    images, _ = client().run("sdxl1.0-txt2img", [{"prompt": "x", "width": 512, "height": 512}])
     assert images.shape[0] == 1 and len(fake.requests) == 2
 
 
@@ -200,7 +200,7 @@ def test_200_without_an_image(fake, body, ctype):
 
 def test_one_failure_fails_the_batch_naming_its_index(fake):
     fake.rule = lambda slug, body: 403 if body.get("seed") == 2 else None
-    jobs = [{"prompt": "p", "seed": s, "img_width": 512, "img_height": 512} for s in range(4)]
+    jobs = [{"prompt": "p", "seed": s, "width": 512, "height": 512} for s in range(4)]
     with pytest.raises(client_mod.SegmindError, match="request 3 of 4"):
         client().run("sdxl1.0-txt2img", jobs)
 
@@ -211,7 +211,7 @@ def test_key_never_in_errors_or_logs(fake, monkeypatch, caplog):
     with pytest.raises(client_mod.SegmindError) as err:
         client().run("sdxl1.0-txt2img", [{"prompt": "x"}])
     fake.fail_next(503, body={"error": f"upstream said {KEY}"})
-    client(retries=1).run("sdxl1.0-txt2img", [{"prompt": "x", "img_width": 512, "img_height": 512}])
+    client(retries=1).run("sdxl1.0-txt2img", [{"prompt": "x", "width": 512, "height": 512}])
     assert KEY not in str(err.value) and KEY not in repr(err.value.args)
     assert caplog.records and all(KEY not in r.getMessage() for r in caplog.records)
 

@@ -20,7 +20,7 @@ from conftest import pf
 client_mod = pf("segmind.client")
 cancel = pf("host.cancel")
 KEY = "SG_0123456789abcdef"
-JOB = {"prompt": "x", "img_width": 512, "img_height": 512}
+JOB = {"prompt": "x", "width": 512, "height": 512}
 
 
 def client(**kw):

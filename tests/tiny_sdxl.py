@@ -4,7 +4,8 @@ ControlNet written as a diffusers-key file in an xinsir-style folder.
 The configs follow shared/reference/model-formats.md section 5: two text encoders of
 different widths (diffusers tells CLIP-L from bigG by width), cross_attention_dim =
 their sum, a 4-level VAE (the ControlNet hint embedder downsamples by 8), the real
-49408-token CLIP vocabulary. The diffusers -> LDM conversion below is ours and
+49408-token CLIP vocabulary. The second encoder's projection is square, as bigG's is
+(ComfyUI's CLIP builds it square): the UNet's added embedding takes 6 x 8 + 48. The diffusers -> LDM conversion below is ours and
 depth-aware; loading the file back through diffusers and comparing every tensor
 (tests/test_sdxl.py) proves it.
 """
@@ -25,7 +26,7 @@ def build():
         block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=96,
         cross_attention_dim=80)
     vae = AutoencoderKL(block_out_channels=[8, 8, 8, 8], norm_num_groups=4, in_channels=3, out_channels=3,
                         down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
@@ -33,7 +34,7 @@ def build():
     common = dict(intermediate_size=37, num_attention_heads=4, num_hidden_layers=5, vocab_size=49408,
                   bos_token_id=49406, eos_token_id=49407, pad_token_id=1, projection_dim=32)
     te = CLIPTextModel(CLIPTextConfig(hidden_size=32, hidden_act="quick_gelu", **common))
-    te2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=48, hidden_act="gelu", **common))
+    te2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=48, hidden_act="gelu", **dict(common, projection_dim=48)))
     controlnet = ControlNetModel.from_unet(unet)
     return {"unet": unet, "vae": vae, "text_encoder": te, "text_encoder_2": te2, "controlnet": controlnet}
 

@@ -1,0 +1,149 @@
+"""Prompts as ComfyUI reads them: what its CLIPTextEncode makes of a text on an SDXL checkpoint.
+
+- Weights: `(text:1.3)` gives text the weight 1.3; `(text)` multiplies the weight by 1.1, and
+  nested parentheses multiply again (`((text))` = 1.21); an explicit `:w` replaces the weight it
+  is nested in; `\\(` and `\\)` are literal parentheses.
+- Length: the text is cut into chunks of 75 tokens (77 with the start and end tokens, padded);
+  a weighted segment shorter than 8 tokens moves whole into the next chunk rather than being
+  split. The chunks' hidden states are concatenated along the sequence; the pooled output is the
+  first chunk's.
+- Weighting: a token of weight w is `empty + w * (token - empty)`, where `empty` is the encoding
+  of the empty prompt at the same position; nothing changes when every weight is 1.
+- SDXL: CLIP-L and OpenCLIP bigG hidden states of the penultimate layer (no final layer norm),
+  side by side (768 + 1280 = 2048 wide); CLIP-L pads with its end token, bigG with "!" (0); the
+  pooled output is bigG's projected one.
+- A positive and a negative of different lengths are repeated to their least common multiple
+  (repeating a condition does not change attention over it).
+Textual inversions (`embedding:name`) are not loaded: the name is left out, with a warning, as
+ComfyUI does for an embedding it cannot find.
+"""
+import logging
+import math
+import re
+
+log = logging.getLogger("PoseForge")
+CHUNK = 77
+GROUP = 8  # a weighted segment of at least this many tokens may be split across chunks
+EMBEDDING = "embedding:"
+_OPEN, _CLOSE = "\0\2", "\0\1"  # escaped parentheses while the text is parsed
+
+
+def _groups(text):
+    """Top-level parenthesised groups and the plain text between them."""
+    out, current, depth = [], "", 0
+    for char in text:
+        if char == "(":
+            if depth == 0 and current:
+                out.append(current)
+                current = ""
+            current += char
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            current += char
+            if depth == 0:
+                out.append(current)
+                current = ""
+        else:
+            current += char
+    if current:
+        out.append(current)
+    return out
+
+
+def _weighted(text, weight):
+    found = []
+    for part in _groups(text):
+        if len(part) >= 2 and part[0] == "(" and part[-1] == ")":
+            inner, inner_weight = part[1:-1], weight * 1.1
+            colon = inner.rfind(":")
+            if colon > 0:
+                try:
+                    inner_weight = float(inner[colon + 1:])
+                    inner = inner[:colon]
+                except ValueError:
+                    pass
+            found += _weighted(inner, inner_weight)
+        else:
+            found.append((part, weight))
+    return found
+
+
+def segments(text):
+    """[(text, weight)] of a prompt in ComfyUI's syntax."""
+    escaped = text.replace("\\)", _CLOSE).replace("\\(", _OPEN)
+    return [(part.replace(_CLOSE, ")").replace(_OPEN, "("), weight) for part, weight in _weighted(escaped, 1.0)]
+
+
+def _words(segment):
+    """The pieces of a segment tokenized one by one: split before each `embedding:` name, whose
+    name is dropped (the rest of its piece is kept)."""
+    pieces = re.split(f" {EMBEDDING}|\n{EMBEDDING}", segment)
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        name, _, rest = piece.strip("\n").partition(" ")
+        log.warning("PoseForge: textual inversion embeddings are not loaded; left out embedding:%s", name)
+        out.append(rest)
+    return [p for p in out if p]
+
+
+def chunks(tokenizer, text, pad):
+    """The prompt as ComfyUI's tokenizer batches it: [[(token id, weight)] * 77, ...]."""
+    start, end = tokenizer.bos_token_id, tokenizer.eos_token_id
+    groups = [[(t, weight) for t in tokenizer(word, verbose=False)["input_ids"][1:-1]]
+              for segment, weight in segments(text) for word in _words(segment)]
+    batches, batch = [], [(start, 1.0)]
+    for group in groups:
+        large = len(group) >= GROUP
+        while group:
+            room = CHUNK - 1 - len(batch)
+            if len(group) <= room:
+                batch += group
+                break
+            if large:
+                batch += group[:room]
+                group = group[room:]
+                batch.append((end, 1.0))
+            else:
+                batch += [(end, 1.0)] + [(pad, 1.0)] * room
+            batches.append(batch)
+            batch = [(start, 1.0)]
+    batch.append((end, 1.0))
+    batches.append(batch + [(pad, 1.0)] * (CHUNK - len(batch)))
+    return batches
+
+
+def _encode(encoder, tokenizer, batches, pad):
+    """(hidden states [1, 77 * chunks, width] with the weights applied, pooled or None) of one encoder."""
+    import torch
+
+    ids = [[t for t, _ in b] for b in batches]
+    weighted = any(w != 1.0 for b in batches for _, w in b)
+    if weighted:  # the empty prompt, the point every weight scales from
+        ids.append([tokenizer.bos_token_id, tokenizer.eos_token_id] + [pad] * (CHUNK - 2))
+    device = next(encoder.parameters()).device
+    out = encoder(torch.tensor(ids, device=device), output_hidden_states=True)
+    hidden = out.hidden_states[-2]
+    pooled = out.text_embeds[:1] if getattr(out, "text_embeds", None) is not None else None
+    if weighted:
+        empty = hidden[-1]
+        weights = torch.tensor([[w for _, w in b] for b in batches], device=device, dtype=hidden.dtype)[..., None]
+        hidden = (hidden[:len(batches)] - empty) * weights + empty
+    return hidden.reshape(1, -1, hidden.shape[-1]), pooled
+
+
+def encode(tokenizers, encoders, text):
+    """(prompt embeds [1, 77 * chunks, 2048], pooled [1, 1280]) of `text` for SDXL's two encoders."""
+    import torch
+
+    (tok, tok2), (te, te2) = tokenizers, encoders
+    pad_l, pad_g = tok.eos_token_id, tok2.pad_token_id
+    hidden_l, _ = _encode(te, tok, chunks(tok, text, pad_l), pad_l)
+    hidden_g, pooled = _encode(te2, tok2, chunks(tok2, text, pad_g), pad_g)
+    return torch.cat([hidden_l, hidden_g], dim=-1), pooled
+
+
+def same_length(*embeds):
+    """The embeds repeated along the sequence to one length, the least common multiple of theirs."""
+    length = math.lcm(*(e.shape[1] for e in embeds))
+    return [e.repeat(1, length // e.shape[1], 1) for e in embeds]

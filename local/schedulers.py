@@ -1,0 +1,64 @@
+"""The one scheduler table: every name the samplers offer, what it means in ComfyUI, the diffusers
+scheduler (and options) that implements it locally, and whether Segmind takes it.
+
+Segmind's twelve names come first (a graph means the same on both backends); the others are the
+sampler/scheduler pairs ComfyUI users pick every day, local only. The widget, the local mapping,
+the README table and the Segmind check all read this table.
+"""
+from . import libs
+
+# name: (Segmind takes it, ComfyUI sampler / scheduler, diffusers class, scheduler options, pipeline call options)
+TABLE = {
+    "DDIM": (True, "ddim / ddim_uniform", "DDIMScheduler", {}, {}),
+    "DPM Multi": (True, "dpmpp_2m / normal", "DPMSolverMultistepScheduler",
+                  {"algorithm_type": "dpmsolver++", "solver_order": 2}, {}),
+    "DPM Single": (True, "(no exact ComfyUI pair: DPM-Solver++ 2S, singlestep, not ancestral)",
+                   "DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, {}),
+    "Euler a": (True, "euler_ancestral / normal", "EulerAncestralDiscreteScheduler", {}, {}),
+    "Euler": (True, "euler / normal", "EulerDiscreteScheduler", {}, {}),
+    "Heun": (True, "heun / normal", "HeunDiscreteScheduler", {}, {}),
+    "DPM2 a Karras": (True, "dpm_2_ancestral / karras", "KDPM2AncestralDiscreteScheduler",
+                      {"use_karras_sigmas": True}, {}),
+    "DPM2 Karras": (True, "dpm_2 / karras", "KDPM2DiscreteScheduler", {"use_karras_sigmas": True}, {}),
+    "LMS": (True, "lms / normal", "LMSDiscreteScheduler", {}, {}),
+    "PNDM": (True, "(no ComfyUI sampler: PLMS)", "PNDMScheduler", {}, {}),
+    "DDPM": (True, "ddpm / normal", "DDPMScheduler", {}, {}),
+    "UniPC": (True, "uni_pc / normal", "UniPCMultistepScheduler", {}, {}),
+    "DPM++ 2M": (False, "dpmpp_2m / normal", "DPMSolverMultistepScheduler",
+                 {"algorithm_type": "dpmsolver++", "solver_order": 2}, {}),
+    "DPM++ 2M Karras": (False, "dpmpp_2m / karras", "DPMSolverMultistepScheduler",
+                        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}, {}),
+    "DPM++ 2M SDE Karras": (False, "dpmpp_2m_sde / karras", "DPMSolverMultistepScheduler",
+                            {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}, {}),
+    "DPM++ SDE Karras": (False, "dpmpp_sde / karras", "DPMSolverSDEScheduler", {"use_karras_sigmas": True}, {}),
+    "Euler Karras": (False, "euler / karras", "EulerDiscreteScheduler", {"use_karras_sigmas": True}, {}),
+    "LCM": (False, "lcm / sgm_uniform (LCM, Lightning, Hyper and DMD2 LoRAs)", "LCMScheduler", {}, {}),
+    "TCD": (False, "TCD of the ComfyUI-TCD pack (not in core ComfyUI), gamma 0.3", "TCDScheduler", {},
+            {"eta": 0.3}),
+}
+NAMES = list(TABLE)
+SEGMIND = [name for name, row in TABLE.items() if row[0]]
+
+
+class SchedulerError(ValueError):
+    pass
+
+
+def check(name):
+    if name not in TABLE:
+        raise SchedulerError(f"Unknown scheduler {name!r}; choose one of {', '.join(NAMES)}.")
+
+
+def segmind_problem(name):
+    """Why Segmind cannot run `name`, or None."""
+    if name in SEGMIND:
+        return None
+    return f"the scheduler {name!r} is local only; Segmind takes {', '.join(SEGMIND)}"
+
+
+def build(name, config):
+    """(the diffusers scheduler for `name` built from a checkpoint's scheduler config dict, the
+    extra pipeline-call arguments it needs)."""
+    check(name)
+    _, _, cls_name, options, call = TABLE[name]
+    return getattr(libs.diffusers(), cls_name).from_config(config, **options), dict(call)
