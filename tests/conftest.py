@@ -53,7 +53,8 @@ def api_key(monkeypatch, no_key):
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 # ComfyUI's modules the pack talks to (host/comfy.py), imported from COMFYUI_DIR for the in-process tests
 HOST_MODULES = ("comfy.cli_args", "comfy.model_management", "comfy.model_patcher", "comfy.utils",
-                "comfy.latent_formats", "folder_paths", "utils.extra_config")
+                "comfy.latent_formats", "folder_paths", "utils.extra_config",
+                "nodes", "comfy.sd", "comfy.sdxl_clip", "comfy.supported_models", "comfy.supported_models_base")
 
 
 @pytest.fixture(scope="session")
@@ -235,3 +236,12 @@ def ready(sdxl, ip_files):
     """The tiny SDXL with the tiny IP-Adapter files beside it, and no cached image embeddings."""
     pf("local.ipadapter").clear_cache()
     return sdxl
+
+
+@pytest.fixture(scope="session")
+def lora_files(sdxl_files, tiny_root):
+    """Tiny LoRAs for the tiny SDXL in kohya and diffusers layouts, and files to refuse (tests/tiny_lora.py)."""
+    import tiny_lora
+
+    built, _, _ = sdxl_files
+    return tiny_lora.save(str(tiny_root), built)

@@ -28,7 +28,7 @@ def pose_map(seed=0, size=64):
 
 
 def t2i(sdxl, **overrides):
-    return Text2Image().generate(backend="local", sdxl=sdxl, **dict(FAST, **overrides))
+    return Text2Image().generate(sdxl=sdxl, **{**FAST, "backend": "local", **overrides})
 
 
 def pose_run(sdxl, pose, **overrides):
@@ -99,7 +99,9 @@ def test_openpose_batch_of_poses_and_controlnet_scale_zero(sdxl):
     assert out.shape == (4, 64, 64, 3)
     first = pose_run(sdxl, pose_map(0), samples=1)["result"][0]
     assert torch.allclose(out[0], first[0], atol=1e-5)  # pose 0, sample 0 first; plain IMAGE accepted
-    assert not torch.allclose(out[0], out[2], atol=1e-3)  # the pose matters
+    assert not torch.allclose(out[0], out[2], atol=1e-3)
+    other = pose_run(sdxl, pose_map(1), samples=1)["result"][0]
+    assert (other[0] - first[0]).abs().max() > 1e-5  # the pose matters, at the same seed (tiny: a small effect)
     plain = t2i(sdxl)["result"][0]
     zero = pose_run(sdxl, pose_map(0), controlnet_scale=0.0)["result"][0]
     assert torch.allclose(zero, plain, atol=1e-5)
@@ -215,3 +217,122 @@ def test_segmind_pose_without_photo_and_out_of_range(fake):
     with pytest.raises(endpoints.ParamError, match="num_inference_steps=2 is outside"):
         Text2Image().generate(backend="segmind", **FAST)
     assert fake.requests == []  # nothing was sent
+
+
+# -- the ranges and names of each backend -----------------------------------------------
+def test_widgets_allow_what_the_local_engine_can_do():
+    inputs = OpenPose.INPUT_TYPES()["required"]
+    expected = {"width": (256, 4096), "height": (256, 4096), "num_inference_steps": (1, 150),
+                "guidance_scale": (0.0, 30.0), "samples": (1, 16), "controlnet_scale": (0.0, 2.0)}
+    for name, (lo, hi) in expected.items():
+        assert (inputs[name][1]["min"], inputs[name][1]["max"]) == (lo, hi), name
+    assert inputs["scheduler"][0] == pf("local.schedulers").NAMES
+    assert PACK.NODE_CLASS_MAPPINGS["PF_IPAdapter"].INPUT_TYPES()["required"]["ip_adapter_scale"][1]["max"] == 2.0
+
+
+def test_local_runs_beyond_segmind_ranges(sdxl):
+    image = t2i(sdxl, guidance_scale=27.0, num_inference_steps=2, samples=5)["result"][0]
+    assert image.shape == (5, 64, 64, 3)
+    out = pose_run(sdxl, pose_map(0), controlnet_scale=1.8)["result"][0]
+    assert not torch.equal(out, pose_run(sdxl, pose_map(0), controlnet_scale=0.9)["result"][0])
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(num_inference_steps=120), "num_inference_steps=120 is outside Segmind's range 20..100"),
+    (dict(guidance_scale=27.0), "guidance_scale=27.0 is outside Segmind's range 1..25"),
+    (dict(controlnet_scale=1.5), "controlnet_scale=1.5 is outside Segmind's range 0..1"),
+    (dict(scheduler="DPM++ 2M Karras"), "'DPM\\+\\+ 2M Karras' is local only; Segmind takes DDIM, DPM Multi"),
+])
+def test_segmind_ranges_and_names_apply_only_when_segmind_runs(fake, bad, match):
+    photo = torch.rand(1, 40, 32, 3, generator=torch.Generator().manual_seed(2))
+    args = dict(FAST, num_inference_steps=30, controlnet_scale=0.5, control_start=0.0, control_end=1.0)
+    args.update(bad)
+    with pytest.raises(ValueError, match=match):
+        OpenPose().generate({"map": pose_map(), "keypoints": [], "source": photo}, backend="segmind", **args)
+    assert fake.requests == []
+
+
+def test_segmind_text2image_width_is_checked_under_the_nodes_name(fake):
+    with pytest.raises(endpoints.ParamError, match="width=4096 is outside Segmind's range 512..2048"):
+        Text2Image().generate(backend="segmind", **dict(FAST, width=4096, height=512, num_inference_steps=25))
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("backend", ["local", "segmind"])
+@pytest.mark.parametrize("name", ["guidance_scale", "controlnet_scale", "control_end"])
+def test_non_finite_numbers_are_refused_on_both_backends(sdxl, fake, backend, name):
+    args = dict(FAST, controlnet_scale=0.5, control_start=0.0, control_end=1.0, num_inference_steps=30)
+    args[name] = float("nan")
+    with pytest.raises(ValueError, match=f"{name} is nan"):
+        OpenPose().generate(pose_map(), backend=backend, sdxl=sdxl, **args)
+    assert fake.requests == []
+
+
+# -- poses of another shape than the output --------------------------------------------------
+def received_maps(monkeypatch):
+    """The pose maps the ControlNet is given (as the pipeline gets them)."""
+    seen = []
+    real = engine._pil
+    monkeypatch.setattr(engine, "_pil", lambda pose: seen.append(pose.copy()) or real(pose))
+    return seen
+
+
+def portrait_frame():
+    """A standing figure on a 512x768 canvas: head at the top, feet at the bottom (normalized)."""
+    body = [0.0] * 54
+    for index, (x, y) in {0: (0.5, 0.1), 1: (0.5, 0.2), 8: (0.45, 0.55), 11: (0.55, 0.55), 10: (0.45, 0.9),
+                          13: (0.55, 0.9)}.items():
+        body[3 * index:3 * index + 3] = [x, y, 1.0]
+    return {"people": [{"pose_keypoints_2d": body}], "canvas_width": 512, "canvas_height": 768}
+
+
+def extent(pose_map):
+    ys, xs = np.nonzero(pose_map.max(-1) > 40)
+    return xs.min(), xs.max(), ys.min(), ys.max()
+
+
+@pytest.mark.parametrize("width,height", [(64, 64), (128, 64)])
+def test_a_portrait_pose_keeps_its_proportions_on_another_output_shape(sdxl, monkeypatch, width, height):
+    Render = PACK.NODE_CLASS_MAPPINGS["PF_PoseRender"]
+    pose = Render().render([portrait_frame()])[1]
+    seen = received_maps(monkeypatch)
+    pose_run(sdxl, pose, width=width, height=height)
+    assert seen[0].shape == (height, width, 3)
+    x0, x1, y0, y1 = extent(seen[0])
+    # the skeleton spans 0.1..0.9 of the canvas height: fitted, that is 0.8 of the output height, centred
+    assert abs((y1 - y0) - 0.8 * height) <= 4 and abs((y0 + y1) / 2 - height / 2) <= 3
+    figure = 0.1 * 512 * height / 768  # 0.45..0.55 of the canvas width, at the fitted scale
+    assert abs((x1 - x0) - figure) <= 6 and abs((x0 + x1) / 2 - width / 2) <= 3
+    seen.clear()
+    fitted = x1 - x0
+    pose_run(sdxl, pose, width=width, height=height, pose_fit="stretch")
+    x0, x1, _, _ = extent(seen[0])
+    assert (x1 - x0) > fitted  # stretched wider
+
+
+def test_a_plain_pose_map_is_letterboxed_or_cropped(sdxl, monkeypatch):
+    portrait = torch.zeros(1, 96, 64, 3)
+    portrait[0, :, 28:36] = 1.0  # a full-height bar
+    seen = received_maps(monkeypatch)
+    for fit in ("fit", "crop", "stretch"):
+        pose_run(sdxl, portrait, width=64, height=64, pose_fit=fit)
+    fitted, cropped, stretched = seen
+    assert fitted.shape == cropped.shape == (64, 64, 3) and stretched.shape == (96, 64, 3)  # stretch: as given
+    x0, x1, y0, y1 = extent(fitted)
+    assert (y0, y1) == (0, 63) and 20 <= x0 and x1 <= 44 and (x1 - x0) < 8  # narrower: proportions kept
+    assert extent(cropped)[:2] == (28, 35)
+
+
+# -- an image prompt without a pose ------------------------------------------------------
+def test_text2image_takes_an_image_prompt_locally(ready):
+    from test_ipadapter import adapter
+
+    assert not torch.equal(t2i(ready, ip_adapter=adapter())["result"][0], t2i(ready)["result"][0])
+
+
+def test_text2image_with_an_image_prompt_is_refused_by_segmind_before_sending(fake):
+    from test_ipadapter import adapter
+
+    with pytest.raises(requests_.SDXLRequestError, match="No Segmind endpoint takes an image prompt without a pose"):
+        t2i(None, ip_adapter=adapter(), backend="segmind", width=512, height=512, num_inference_steps=25)
+    assert fake.requests == []

@@ -36,6 +36,10 @@ def build():
     te = CLIPTextModel(CLIPTextConfig(hidden_size=32, hidden_act="quick_gelu", **common))
     te2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=48, hidden_act="gelu", **dict(common, projection_dim=48)))
     controlnet = ControlNetModel.from_unet(unet)
+    with torch.no_grad():  # from_unet zero-initialises the zero convs (and the hint's last conv): no effect at all
+        for param in controlnet.parameters():
+            if not param.any():
+                param.normal_(0.0, 0.5)
     return {"unet": unet, "vae": vae, "text_encoder": te, "text_encoder_2": te2, "controlnet": controlnet}
 
 

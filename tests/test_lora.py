@@ -1,0 +1,121 @@
+"""PF_SDXLLoRA on the tiny SDXL: kohya and diffusers LoRAs (tests/tiny_lora.py) change the image
+through diffusers' own loading, strengths mean what they say, LoRAs chain, a run after a LoRA run
+is a fresh run bit for bit (also after a cancel), other models' LoRAs and non-LoRA files are
+refused by name before anything loads, and Segmind is never sent a graph with a LoRA."""
+import pytest
+import torch
+
+from conftest import PACK, pf
+from test_sdxl import FAST
+
+residency = pf("host.residency")
+models = pf("host.models")
+lora = pf("local.lora")
+sdxl_engine = pf("engines.sdxl")
+Loader = PACK.NODE_CLASS_MAPPINGS["PF_SDXLLoader"]
+LoRA = PACK.NODE_CLASS_MAPPINGS["PF_SDXLLoRA"]
+Text2Image = PACK.NODE_CLASS_MAPPINGS["PF_SDXLText2Image"]
+
+
+@pytest.fixture
+def plain(sdxl_files, lora_files, tiny_root, no_network):
+    models.set_models_root(tiny_root)
+    yield Loader().load("tiny_sdxl.safetensors", "none", "fp32")[0]
+    models.set_models_root(None)
+
+
+def t2i(handle, **overrides):
+    return Text2Image().generate(backend="local", sdxl=handle, **dict(FAST, **overrides))["result"][0]
+
+
+def with_lora(handle, name, model=1.0, clip=1.0):
+    return LoRA().apply(handle, name, model, clip)[0]
+
+
+@pytest.mark.parametrize("kind", ["kohya", "diffusers"])
+def test_a_lora_changes_the_image_and_strength_zero_is_no_lora(plain, lora_files, kind):
+    fresh = t2i(plain)
+    assert not torch.equal(t2i(with_lora(plain, lora_files[kind])), fresh)
+    assert torch.equal(t2i(with_lora(plain, lora_files[kind], 0.0, 0.0)), fresh)
+    clip_only = t2i(with_lora(plain, lora_files[kind], 0.0, 1.0))
+    model_only = t2i(with_lora(plain, lora_files[kind], 1.0, 0.0))
+    assert not torch.equal(clip_only, fresh) and not torch.equal(model_only, fresh)
+    assert not torch.equal(clip_only, model_only)
+
+
+def test_two_chained_loras_both_act(plain, lora_files):
+    a, b = lora_files["kohya"], lora_files["kohya_b"]
+    both = t2i(with_lora(with_lora(plain, a), b))
+    assert not torch.equal(both, t2i(with_lora(plain, a))) and not torch.equal(both, t2i(with_lora(plain, b)))
+    assert plain["loras"] == []  # the loader's output is left as it was: ComfyUI reuses it
+
+
+def test_after_a_lora_run_the_networks_are_exactly_as_before(plain, lora_files, sdxl_files):
+    fresh = t2i(plain)
+    parts = pf("local.sdxl").checkpoint(sdxl_files[1], "fp32")
+    before = {name: {k: v.clone() for k, v in r.net.state_dict().items()} for name, r in parts.items()}
+    t2i(with_lora(with_lora(plain, lora_files["kohya"]), lora_files["diffusers"], 0.7, -1.3))
+    for name, r in parts.items():
+        after = r.net.state_dict()
+        assert set(after) == set(before[name]), f"{name} kept LoRA layers"
+        assert all(torch.equal(after[k], v) for k, v in before[name].items()), name
+    assert torch.equal(t2i(plain), fresh)
+
+
+@pytest.mark.parametrize("kind,match", [("sd15", "an SD1.x/SD2.x LoRA"), ("flux", "a Flux LoRA"),
+                                        ("not_lora", "not a LoRA")])
+def test_other_models_loras_and_non_lora_files_are_refused_before_loading(plain, lora_files, kind, match):
+    residency.release_all()
+    with pytest.raises(lora.LoRAError, match=f"{lora_files[kind]} is {match}"):
+        t2i(with_lora(plain, lora_files[kind]))
+    assert residency.cached_keys() == []  # nothing was loaded
+
+
+def test_a_checkpoint_given_as_lora_is_named_for_what_it_is(plain, tiny_root):
+    import os
+
+    os.link(tiny_root / "checkpoints" / "tiny_sdxl.safetensors", tiny_root / "loras" / "a-checkpoint.safetensors")
+    try:
+        with pytest.raises(lora.LoRAError, match="a-checkpoint.safetensors is not a LoRA but SDXL"):
+            t2i(with_lora(plain, "a-checkpoint.safetensors"))
+    finally:
+        os.unlink(tiny_root / "loras" / "a-checkpoint.safetensors")
+
+
+def test_a_lora_for_a_model_with_other_text_features_is_refused(plain, lora_files, tmp_path, monkeypatch):
+    cross = pf("local.sdxl").component_config  # the UNet's own width, from the checkpoint's config
+    monkeypatch.setattr(pf("local.sdxl"), "component_config",
+                        lambda path, part, *a: dict(cross(path, part, *a), cross_attention_dim=2048)
+                        if part == "unet" else cross(path, part, *a))
+    with pytest.raises(lora.LoRAError, match="a LoRA for a model with 80-wide text features, not for this SDXL"):
+        t2i(with_lora(plain, lora_files["kohya"]))
+
+
+def test_strengths_out_of_range_are_refused(plain, lora_files):
+    for bad in (4.5, float("nan")):
+        with pytest.raises(sdxl_engine.SDXLRequestError, match="strength_model"):
+            with_lora(plain, lora_files["kohya"], bad, 1.0)
+
+
+def test_segmind_with_a_lora_fails_before_sending(plain, lora_files, fake, tiny_root, monkeypatch):
+    models.set_models_root(tiny_root)
+    handle = with_lora(plain, lora_files["kohya"])
+    args = dict(FAST, num_inference_steps=25, width=512, height=512)
+    with pytest.raises(sdxl_engine.SDXLRequestError, match="take no LoRA"):
+        Text2Image().generate(backend="segmind", sdxl=handle, **args)
+    missing = dict(handle, ckpt=("checkpoints", "not-here.safetensors"))
+    with pytest.raises(models.MissingModelFiles, match="Segmind cannot run this graph: Segmind's endpoints take no"):
+        Text2Image().generate(backend="auto", sdxl=missing, **args)
+    assert fake.requests == []
+
+
+def test_a_lora_is_known_to_comfyuis_memory_manager_and_a_cancel_restores(plain, lora_files, comfy_host, sdxl_files):
+    fresh = t2i(plain)
+    t2i(with_lora(plain, lora_files["kohya"]))
+    assert any(m.model.model.pf_key[0] == "lora" for m in comfy_host.ours())
+    comfy_host.on_progress(lambda value, total: comfy_host.interrupt())
+    with pytest.raises(comfy_host.mm.InterruptProcessingException):
+        t2i(with_lora(plain, lora_files["diffusers"]), num_inference_steps=4)
+    comfy_host._callbacks.clear()
+    comfy_host.interrupt(False)
+    assert torch.equal(t2i(plain), fresh)
