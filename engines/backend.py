@@ -127,10 +127,13 @@ def defaults(node):
 
 
 def changed(node, request, names):
-    """Of `names` (inputs Segmind ignores), those set to something else than the node's default;
-    names that are no input of the node (a setting of a connected handle) are kept."""
+    """Of `names` (inputs Segmind ignores), those set to something else than the node's default (or,
+    for an input without one, connected); names that are no input of the node (a setting of a
+    connected handle) are kept."""
     known = defaults(node)
-    return [n for n in names if n not in known or request.get(n) != known[n]]
+    inputs = {name for section in node.INPUT_TYPES().values() if isinstance(section, dict) for name in section}
+    return [n for n in names if (request.get(n) != known[n] if n in known else
+                                 request.get(n) is not None if n in inputs else True)]
 
 
 def check_finite(request):

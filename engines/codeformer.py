@@ -3,14 +3,16 @@ and upscaler) or Segmind's `codeformer`, behind one signature (engines/backend.p
 
 A request is PF_CodeFormer's inputs: image (IMAGE), model, fidelity, upscale,
 background_enhance, face_upsample, only_center_face, detection_threshold, upscale_model
-(file name or "none"), paste_mask ("parse" | "square"), visibility. Each side returns
-((IMAGE, MASK), details).
+(file name or "none"), paste_mask ("parse" | "square"), visibility, loaded_upscale_model (an
+UPSCALE_MODEL core's UpscaleModelLoader loaded, used instead of the file; optional). Each side
+returns ((IMAGE, MASK), details).
 """
 from ..host import images
 from ..host.progress import Progress
 
 NONE = "none"
-SEGMIND_IGNORES = ["model", "only_center_face", "detection_threshold", "paste_mask", "visibility", "upscale_model"]
+SEGMIND_IGNORES = ["model", "only_center_face", "detection_threshold", "paste_mask", "visibility", "upscale_model",
+                   "loaded_upscale_model"]
 
 
 class CodeFormerRequestError(ValueError):
@@ -18,9 +20,11 @@ class CodeFormerRequestError(ValueError):
 
 
 def _upscaler(request):
-    """The upscale model file the local side uses, or None."""
+    """The upscale model file the local side uses, or None (none wanted, or a loaded one connected)."""
     wanted = request["background_enhance"] or request["face_upsample"]
-    return request["upscale_model"] if wanted and request["upscale_model"] != NONE else None
+    if not wanted or request.get("loaded_upscale_model") is not None or request["upscale_model"] == NONE:
+        return None
+    return request["upscale_model"]
 
 
 def files(request):
@@ -39,14 +43,16 @@ def local(request, paths):
     for photo in photos:  # before anything loads
         images.check_side(photo.shape[1] * request["upscale"], photo.shape[0] * request["upscale"],
                           f"CodeFormer at upscale {request['upscale']}")
-    if request["background_enhance"] and "upscaler" not in paths:  # Segmind has its own enhancer; here a file
+    loaded = request.get("loaded_upscale_model")
+    upscaler = engine.loaded_upscaler(loaded) if loaded is not None else (
+        engine.upscaler(paths["upscaler"]) if "upscaler" in paths else None)
+    if request["background_enhance"] and upscaler is None:  # Segmind has its own enhancer; here a model
         raise CodeFormerRequestError("background_enhance needs an upscale_model (models/upscale_models) on the "
                                      "local backend; turn it off for a plain Lanczos resize.")
     with Progress(2 * len(photos), "CodeFormer") as bar:
         outs, masks, counts = engine.process(
             photos, engine.restorer(paths["model"]), engine.detector(paths["detector"]), request["fidelity"],
-            request["upscale"], engine.upscaler(paths["upscaler"]) if "upscaler" in paths else None,
-            request["face_upsample"], request["only_center_face"], request["detection_threshold"], step=bar.step,
+            request["upscale"], upscaler, request["face_upsample"], request["only_center_face"], request["detection_threshold"], step=bar.step,
             parser_r=engine.parser(paths["parser"]) if "parser" in paths else None,
             visibility=request["visibility"], background_enhance=request["background_enhance"])
     result = (images.from_uint8(outs), torch.from_numpy(np.stack(masks)))

@@ -19,8 +19,9 @@ class IPAdapterRequestError(ValueError):
     pass
 
 
-def handle(image, negative_image, ipadapter, clip_vision, scale, mode, combine):
-    """The PF_IPADAPTER handle; the images are converted (and their shapes checked) once, here."""
+def handle(image, negative_image, ipadapter, clip_vision, scale, mode, combine, loaded_clip_vision=None):
+    """The PF_IPADAPTER handle; the images are converted (and their shapes checked) once, here.
+    `loaded_clip_vision`: a CLIP_VISION core's CLIPVisionLoader loaded, used instead of the file."""
     if mode not in MODES:
         raise IPAdapterRequestError(f"mode must be one of {', '.join(MODES)}, not {mode!r}.")
     if combine not in COMBINE:
@@ -29,13 +30,17 @@ def handle(image, negative_image, ipadapter, clip_vision, scale, mode, combine):
         raise IPAdapterRequestError(f"ip_adapter_scale {scale} must be within 0..2.")
     negative = None if negative_image is None else images.to_uint8(negative_image, "negative image prompt")
     return {"images": images.to_uint8(image, "image prompt"), "negative": negative, "ipadapter": ipadapter,
-            "clip_vision": clip_vision, "scale": float(scale), "mode": mode, "combine": combine}
+            "clip_vision": clip_vision, "scale": float(scale), "mode": mode, "combine": combine,
+            "loaded_clip_vision": loaded_clip_vision}
 
 
 def files(ip):
-    """{role: (folder, file, source)} of the adapter and its encoder."""
-    return {"ipadapter": ("ipadapter", ip["ipadapter"], ADAPTER_SOURCE),
-            "clip_vision": ("clip_vision", ip["clip_vision"], ENCODER_SOURCE)}
+    """{role: (folder, file, source)} of the adapter and its encoder (no encoder file when a loaded
+    CLIP_VISION is connected)."""
+    found = {"ipadapter": ("ipadapter", ip["ipadapter"], ADAPTER_SOURCE)}
+    if ip.get("loaded_clip_vision") is None:
+        found["clip_vision"] = ("clip_vision", ip["clip_vision"], ENCODER_SOURCE)
+    return found
 
 
 def segmind_fields(ip):

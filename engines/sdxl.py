@@ -129,9 +129,9 @@ def local(request, paths):
     if request.get("ip_adapter") is not None:
         from ..local import ipadapter as local_ip
 
-        info, _ = local_ip.check_pair(paths["ipadapter"], paths["clip_vision"])  # they fit: before any load
-        job["ip_adapter"] = dict(request["ip_adapter"], adapter=paths["ipadapter"], encoder=paths["clip_vision"],
-                                 info=info)
+        encoder = request["ip_adapter"].get("loaded_clip_vision") or paths["clip_vision"]
+        info, _ = local_ip.check_pair(paths["ipadapter"], encoder)  # they fit: before any load
+        job["ip_adapter"] = dict(request["ip_adapter"], adapter=paths["ipadapter"], encoder=encoder, info=info)
     count = len(job.get("poses") or [None])
     with Progress(request["num_inference_steps"] * count, "SDXL") as bar:
         out = sdxl.generate(job, bar.step)

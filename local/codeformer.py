@@ -7,6 +7,8 @@ we use them through spandrel-extra-arches and the user's own files.
 """
 import logging
 import math
+import threading
+import weakref
 
 import numpy as np
 
@@ -92,6 +94,31 @@ def upscaler(path):
         return model.model
 
     return residency.get(("upscaler", path), load)
+
+
+_adopted = weakref.WeakKeyDictionary()  # a model core's UpscaleModelLoader loaded -> its Resident
+_adopted_lock = threading.Lock()
+
+
+def loaded_upscaler(descriptor):
+    """A Resident for an upscale model core's UpscaleModelLoader loaded (a spandrel descriptor): not in
+    our file cache (the graph owns it), kept while the descriptor lives, brought onto the device
+    through ComfyUI's memory manager like our own networks."""
+    import torch
+
+    class Scaled(torch.nn.Module):
+        def __init__(self, net, scale):
+            super().__init__()
+            self.net, self.pf_scale = net, scale
+
+        def forward(self, x):
+            return self.net(x)
+
+    with _adopted_lock:
+        if descriptor not in _adopted:
+            _adopted[descriptor] = residency.Resident(("upscaler", "loaded", id(descriptor)),
+                                                      Scaled(descriptor.model, descriptor.scale))
+        return _adopted[descriptor]
 
 
 def detector(path):

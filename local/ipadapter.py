@@ -22,7 +22,9 @@ import contextlib
 import functools
 import hashlib
 import os
+import itertools
 import threading
+import weakref
 from collections import OrderedDict
 
 from ..host import residency, weights
@@ -104,14 +106,23 @@ def _describe(enc):
                           f"{enc['embeds']} wide"
 
 
-def check_pair(adapter_path, encoder_path):
-    """(adapter info, encoder info) of the two files; a clear error when they do not fit."""
-    a_name, e_name = os.path.basename(adapter_path), os.path.basename(encoder_path)
+def loaded_shapes(clip_vision):
+    """{tensor name: shape} of a CLIP vision model ComfyUI loaded (core's CLIPVisionLoader): its
+    own model names its tensors as transformers does."""
+    return {k: tuple(v.shape) for k, v in clip_vision.model.state_dict().items()}
+
+
+def check_pair(adapter_path, encoder):
+    """(adapter info, encoder info) of an adapter file and its encoder (a file, or a CLIP_VISION
+    ComfyUI loaded); a clear error when they do not fit."""
+    a_name = os.path.basename(adapter_path)
+    e_name = f"the clip_vision file {os.path.basename(encoder)}" if isinstance(encoder, str) else \
+        "the connected CLIP_VISION"
     info = adapter_info(weights.shapes(adapter_path), a_name)
-    enc = encoder_info(weights.shapes(encoder_path), e_name)
+    enc = encoder_info(weights.shapes(encoder) if isinstance(encoder, str) else loaded_shapes(encoder), e_name)
     if enc[info["input"]] != info["width"]:
-        raise IPAdapterError(f"The IP-Adapter {a_name} needs {needed_encoder(info)}, but the clip_vision file "
-                             f"{e_name} is {_describe(enc)}: choose the matching encoder in PF_IPAdapter.")
+        raise IPAdapterError(f"The IP-Adapter {a_name} needs {needed_encoder(info)}, but {e_name} is "
+                             f"{_describe(enc)}: choose the matching encoder in PF_IPAdapter.")
     return info, enc
 
 
@@ -214,6 +225,7 @@ def adapter(path, unet_resident):
 
 # -- embeddings ----------------------------------------------------------------
 _embeds = OrderedDict()
+_counter = itertools.count()
 _embeds_lock = threading.Lock()
 
 
@@ -240,27 +252,74 @@ def _pixels(model, images):
     return processor(images=[centre(i) for i in images], return_tensors="pt").pixel_values
 
 
-def encode(encoder_resident, images, what):
-    """(n, ...) float32 CPU embeddings of `images` (HxWx3 uint8) from the encoder:
-    'embeds' = image_embeds, 'hidden' = penultimate hidden states; None = the
-    unconditional input (zero pixels after normalisation, as the reference does).
+def _run_file_encoder(encoder_resident, images, what):
+    """Our transformers encoder on `images` (or, for [None], zero pixels after normalisation)."""
+    import torch
+
+    model, = residency.use(encoder_resident)
+    param = next(model.parameters())
+    if images[0] is None:
+        size = model.config.image_size
+        pixels = torch.zeros(1, 3, size, size)
+    else:
+        pixels = _pixels(model, images)
+    with torch.no_grad():
+        out = model(pixel_values=pixels.to(param.device, param.dtype), output_hidden_states=what == "hidden")
+    return out.image_embeds if what == "embeds" else out.hidden_states[-2]
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_tokens = weakref.WeakKeyDictionary()  # a CLIP_VISION ComfyUI loaded -> a number of its own (ids are reused)
+
+
+def _token(obj):
+    with _embeds_lock:
+        if obj not in _tokens:
+            _tokens[obj] = next(_counter)
+        return _tokens[obj]
+
+
+def _run_loaded_encoder(clip_vision, images, what):
+    """A CLIP_VISION ComfyUI loaded, with ComfyUI's own preprocessing (its encode_image; it brings
+    the model onto the device itself); for [None], an image of CLIP's mean colour, which its
+    normalisation makes (within one 8-bit step) the zero input the reference uses."""
+    import numpy as np
+    import torch
+
+    if images[0] is None:
+        size = getattr(clip_vision, "image_size", 224)
+        batch = torch.tensor(getattr(clip_vision, "image_mean", CLIP_MEAN)).expand(1, size, size, 3)
+    else:
+        batch = torch.cat([torch.from_numpy(np.asarray(centre(i), np.float32) / 255.0)[None] for i in images])
+    with torch.no_grad():
+        out = clip_vision.encode_image(batch)
+    return out["image_embeds"] if what == "embeds" else out["penultimate_hidden_states"]
+
+
+def encode(encoder, images, what):
+    """(n, ...) float32 CPU embeddings of `images` (HxWx3 uint8) from the encoder (our Resident, or
+    a CLIP_VISION ComfyUI loaded): 'embeds' = image_embeds, 'hidden' = penultimate hidden states;
+    None = the unconditional input (zero pixels after normalisation, as the reference does).
     Cached by image content and encoder."""
     import torch
 
-    keys = [(encoder_resident.key, what, "zeros" if img is None else _digest(img)) for img in images]
+    loaded = not isinstance(encoder, residency.Resident)
+    identity = ("clip_vision", "loaded", _token(encoder)) if loaded else encoder.key
+    keys = [(identity, what, "zeros" if img is None else _digest(img)) for img in images]
     with _embeds_lock:
         todo = [i for i, k in enumerate(keys) if k not in _embeds]
     if todo:
-        model, = residency.use(encoder_resident)
-        param = next(model.parameters())
+        run = _run_loaded_encoder if loaded else _run_file_encoder
         if images[todo[0]] is None:
-            size = model.config.image_size
-            pixels = torch.zeros(1, 3, size, size)
+            values = run(encoder, [None], what)
         else:
-            pixels = _pixels(model, [images[i] for i in todo])
-        with torch.no_grad():
-            out = model(pixel_values=pixels.to(param.device, param.dtype), output_hidden_states=what == "hidden")
-        values = out.image_embeds if what == "embeds" else out.hidden_states[-2]
+            batches = {}
+            for i in todo:  # ComfyUI's encoder takes one size per batch
+                batches.setdefault(images[i].shape, []).append(i)
+            found = {}
+            for group in batches.values():
+                found.update(zip(group, run(encoder, [images[i] for i in group], what)))
+            values = [found[i] for i in todo]
         with _embeds_lock:
             for i, value in zip(todo, values):
                 _embeds[keys[i]] = value.float().cpu()
@@ -273,7 +332,7 @@ def encode(encoder_resident, images, what):
     return found
 
 
-def image_embeds(encoder_resident, info, images, negative, combine, guided):
+def image_embeds(encoder, info, images, negative, combine, guided):
     """The tensor diffusers' `ip_adapter_image_embeds` wants for one adapter:
     (2 if guided else 1, n, ...) with the negative first. `combine`: 'average' the
     reference images into one embedding, or 'concat' their tokens. Negative images are
@@ -281,15 +340,15 @@ def image_embeds(encoder_resident, info, images, negative, combine, guided):
     import torch
 
     what = info["input"]
-    pos = encode(encoder_resident, list(images), what)
+    pos = encode(encoder, list(images), what)
     if combine == "average":
         pos = pos.mean(0, keepdim=True)
     if negative is not None:
-        neg = encode(encoder_resident, list(negative), what).mean(0, keepdim=True)
+        neg = encode(encoder, list(negative), what).mean(0, keepdim=True)
     elif what == "embeds":
         neg = torch.zeros_like(pos[:1])
     else:
-        neg = encode(encoder_resident, [None], what)
+        neg = encode(encoder, [None], what)
     neg = neg.expand_as(pos)
     return torch.stack([neg, pos]) if guided else pos[None]
 

@@ -245,8 +245,8 @@ def generate(request, step):
     controlnet_scale, control_start, control_end) and ckpt, controlnet (paths; controlnet None
     without poses), dtype, `poses` (HxWx3 uint8 maps at the output size, or absent), `loras`
     [(path, strength_model, strength_clip)] and `ip_adapter` (the engines/ipadapter handle plus
-    the `adapter` and `encoder` paths and the adapter's `info` from local/ipadapter.check_pair,
-    or None). `step(preview=None)` is called after every sampler step. Returns a list of HxWx3
+    the `adapter` path, the `encoder` (a path, or a CLIP_VISION ComfyUI loaded) and the adapter's
+    `info` from local/ipadapter.check_pair, or None). `step(preview=None)` is called after every sampler step. Returns a list of HxWx3
     float32 arrays in 0..1: per pose (or once without poses), `samples` images with seeds seed,
     seed+1, ..."""
     parts = checkpoint(request["ckpt"], request["dtype"])
@@ -273,7 +273,7 @@ def _generate(request, step, parts, cn):
                                    request["negative_prompt"] if guided else None)
         if ip:
             dtype = parts["unet"].net.dtype  # the image encoder and its embeddings in the UNet's dtype
-            encoder = ipadapter.encoder(ip["encoder"], dtype)
+            encoder = ipadapter.encoder(ip["encoder"], dtype) if isinstance(ip["encoder"], str) else ip["encoder"]
             image_embeds = ipadapter.image_embeds(encoder, ip["info"], ip["images"], ip["negative"], ip["combine"],
                                                   guided=guided)
             embeds["ip_adapter_image_embeds"] = [image_embeds.to(dev, dtype)]

@@ -40,6 +40,10 @@ class PF_CodeFormer:
                 "leaving hair and neck alone; square: a soft square, which can leave seams")}),
             "visibility": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
                                      "tooltip": "blend of restored (1) and original (0) faces"}),
+        }, "optional": {
+            "loaded_upscale_model": ("UPSCALE_MODEL", {"tooltip": (
+                "an upscale model core's Load Upscale Model already loaded: used instead of upscale_model "
+                "(local only)")}),
         }}
 
     @classmethod

@@ -35,6 +35,9 @@ class PF_IPAdapter:
                 "own influence). Local only.")}),
         }, "optional": {
             "negative_image": ("IMAGE", {"tooltip": "What to steer away from (local only); several are averaged."}),
+            "loaded_clip_vision": ("CLIP_VISION", {"tooltip": (
+                "An encoder core's Load CLIP Vision already loaded: used instead of the clip_vision file (local "
+                "only), with ComfyUI's own image preprocessing.")}),
         }}
 
     @classmethod
@@ -44,8 +47,9 @@ class PF_IPAdapter:
         return True
 
     def prepare(self, image, ipadapter, clip_vision, ip_adapter_scale=0.6, mode="standard", combine="average",
-                negative_image=None):
-        return (engine.handle(image, negative_image, ipadapter, clip_vision, ip_adapter_scale, mode, combine),)
+                negative_image=None, loaded_clip_vision=None):
+        return (engine.handle(image, negative_image, ipadapter, clip_vision, ip_adapter_scale, mode, combine,
+                              loaded_clip_vision),)
 
 
 NODES = (PF_IPAdapter,)

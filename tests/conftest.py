@@ -54,7 +54,8 @@ COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 # ComfyUI's modules the pack talks to (host/comfy.py), imported from COMFYUI_DIR for the in-process tests
 HOST_MODULES = ("comfy.cli_args", "comfy.model_management", "comfy.model_patcher", "comfy.utils",
                 "comfy.latent_formats", "folder_paths", "utils.extra_config",
-                "nodes", "comfy.sd", "comfy.sdxl_clip", "comfy.supported_models", "comfy.supported_models_base")
+                "nodes", "comfy.sd", "comfy.sdxl_clip", "comfy.supported_models", "comfy.supported_models_base",
+                "comfy.clip_vision")
 
 
 @pytest.fixture(scope="session")

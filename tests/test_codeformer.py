@@ -230,3 +230,17 @@ def test_segmind_lists_inputs_it_ignores_and_enhances_without_a_local_file(fake)
 def test_background_enhance_locally_needs_an_upscale_model(with_codeformer):
     with pytest.raises(pf("engines.codeformer").CodeFormerRequestError, match="upscale_model"):
         Node().restore(torch.rand(1, 24, 32, 3), "codeformer.pth", background_enhance=True, backend="local")
+
+
+def test_an_upscale_model_core_loaded_is_used_instead_of_the_file(with_codeformer, comfy_host):
+    import spandrel
+    from spandrel.architectures.Compact import Compact
+
+    descriptor = spandrel.ModelLoader().load_from_state_dict(Compact(num_feat=8, num_conv=2, upscale=2).state_dict())
+    seen = []
+    descriptor.model.register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape[-2:])))
+    img = torch.rand(1, 24, 32, 3, generator=torch.Generator().manual_seed(3))
+    out = Node().restore(img, "codeformer.pth", upscale=2, background_enhance=True, upscale_model="no-such-file.pth",
+                         loaded_upscale_model=descriptor, detection_threshold=1.0, backend="local")
+    assert out["result"][0].shape == (1, 48, 64, 3) and seen == [(24, 32)]  # the background went through it
+    assert any(m.model.model.pf_key[:2] == ("upscaler", "loaded") for m in comfy_host.ours())

@@ -323,3 +323,19 @@ def test_segmind_unavailable_model_suggests_local_or_an_override(fake, status, w
 def test_segmind_needs_no_local_adapter_files(fake):
     out, _ = segmind_run(adapter(ipadapter="absent.safetensors", clip_vision="absent-too.safetensors"), samples=1)
     assert out["ui"]["backend"] == ["segmind"]
+
+
+def test_a_clip_vision_core_loaded_is_used_instead_of_the_file(ready, comfy_host, comfy_modules, tiny_root):
+    folder = tiny_root / "clip_vision" / "tiny-vit-h"
+    loaded = comfy_modules["comfy.clip_vision"].ClipVisionModel(str(folder / "config.json"))  # as core's loader
+    loaded.load_sd(comfy_modules["comfy.utils"].load_torch_file(str(folder / "model.safetensors")))
+    calls = []
+    real = loaded.encode_image
+    loaded.encode_image = lambda image, crop=True: calls.append(tuple(image.shape)) or real(image, crop)
+    for kind in ("tiny-base_vit-h.safetensors", "tiny-plus_vit-h.bin"):
+        calls.clear()
+        handle = adapter(ipadapter=kind, clip_vision="no-such-encoder.safetensors", loaded_clip_vision=loaded)
+        image = run(ready, handle)
+        assert calls and not torch.equal(image, run(ready))  # ComfyUI's encoder ran; no encoder file was needed
+    with pytest.raises(ipa.IPAdapterError, match="embeddings are 32 wide, but the connected CLIP_VISION is a CLIP"):
+        run(ready, adapter(ipadapter="tiny-base_bigg.safetensors", loaded_clip_vision=loaded))
