@@ -51,12 +51,12 @@ def segmind():
 
 
 @pytest.fixture(scope="module")
-def comfyui(tmp_path_factory, cf_root, openpose_root, sdxl_files, ip_files, tiny_root, segmind):
+def comfyui(tmp_path_factory, cf_root, openpose_root, sdxl_files, ip_files, lora_files, tiny_root, segmind):
     base = tmp_path_factory.mktemp("comfy")
     (base / "custom_nodes").mkdir()
     os.symlink(ROOT, base / "custom_nodes" / "PoseForge")
     for folder in ("openpose", "facerestore_models", "facedetection", "checkpoints", "controlnet", "ipadapter",
-                   "clip_vision"):
+                   "clip_vision", "loras"):
         shutil.copytree(tiny_root / folder, base / "models" / folder, copy_function=os.link)  # no 1 GB copy
     for spec in workflows.MODELS.values():  # the examples' file names, listed as a user's would be
         (base / "models" / spec["directory"] / spec["name"]).write_bytes(b"")

@@ -39,6 +39,8 @@ MODELS = {
                   "url": f"{HF}/h94/IP-Adapter/resolve/main/sdxl_models/ip-adapter-plus_sdxl_vit-h.safetensors"},
     "clip_vision": {"name": "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "directory": "clip_vision",
                     "url": f"{HF}/h94/IP-Adapter/resolve/main/models/image_encoder/model.safetensors"},
+    "lora": {"name": "pixel-art-xl.safetensors", "directory": "loras",
+             "url": f"{HF}/nerijs/pixel-art-xl/resolve/main/pixel-art-xl.safetensors"},
 }
 POSE_PHOTO, IMAGE_PROMPT = "poseforge_astronaut.jpg", "poseforge_deep_field.jpg"
 
@@ -310,11 +312,38 @@ def sdxl_openpose_codeformer(defs, segmind):
     return g.ui()
 
 
+LONG_PROMPT = ("pixel art, (a knight in silver armour:1.3) standing in the same pose, ((detailed face)), "
+               "a castle courtyard at dusk, warm torch light on the stone walls, banners moving in the wind, "
+               "a stone fountain and ivy on the towers behind him, (soft rim light:0.8), crisp outlines, "
+               "limited palette, sixteen-bit video game sprite style, clean background, high contrast, "
+               "sharp pixels, no blur, \\(retro\\) game art")
+
+
+def sdxl_openpose_lora(defs, segmind):
+    """Recipe 3 (local only): the pose from a photo, SDXL with a style LoRA and a long weighted prompt."""
+    g = Graph(defs)
+    photo = g.add("LoadImage", (0, 0), {"image": POSE_PHOTO}, size=(300, 360), title="Pose reference photo")
+    pose = g.add("PF_OpenPoseExtract", (340, 0), {"detect_hands": True, "detect_face": True},
+                 {"image": (photo, 0)}, size=(300, 200))
+    loader = sdxl_loader(g, (0, 400))
+    lora = g.add("PF_SDXLLoRA", (340, 400), {"lora_name": MODELS["lora"]["name"], "strength_model": 0.9,
+                                             "strength_clip": 1.0}, {"sdxl": (loader, 0)}, size=(330, 130),
+                 models=("lora",))
+    sampler = g.add("PF_SDXLOpenPose", (720, 0), {
+        "prompt": LONG_PROMPT, "negative_prompt": NEGATIVE + ", (photo, realistic:1.2)", "seed": 23,
+        "controlnet_scale": 0.8, "scheduler": "DPM++ 2M Karras", "num_inference_steps": 30,
+        "guidance_scale": 6.0}, {"pose": (pose, 2), "sdxl": (lora, 0)}, size=(380, 660))
+    g.add("SaveImage", (1140, 0), {"filename_prefix": "PoseForge/sdxl_openpose_lora"}, {"images": (sampler, 0)},
+          size=(420, 460))
+    return g.ui()
+
+
 EXAMPLES = {
     "ipadapter_xl_openpose": (ipadapter_openpose, False),
     "ipadapter_xl_openpose_segmind": (ipadapter_openpose, True),
     "sdxl_openpose_codeformer": (sdxl_openpose_codeformer, False),
     "sdxl_openpose_codeformer_segmind": (sdxl_openpose_codeformer, True),
+    "sdxl_openpose_lora": (sdxl_openpose_lora, False),
 }
 
 
