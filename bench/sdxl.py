@@ -92,6 +92,36 @@ def main(steps=8, size=128, repeats=5):
     print(f"node/pipeline    {warm / lib:.3f}")
     print(f"cold (first run, loads the files) {cold * 1000:.0f} ms, warm {warm * 1000:.0f} ms, "
           f"cold/warm {cold / warm:.1f}x")
+    lora_costs(pack, root, handle, node, pose, args, repeats)
+
+
+def lora_costs(pack, root, handle, node, pose, args, repeats):
+    """A kohya LoRA (tests/tiny_lora.py) on the same runs: its cost per step (runs of n and 5n
+    steps, so the per-run fusing drops out) and what fusing and restoring add to each run."""
+    import tiny_lora
+    import tiny_sdxl
+
+    names = tiny_lora.save(root, tiny_sdxl.build())
+    with_lora = pack.NODE_CLASS_MAPPINGS["PF_SDXLLoRA"]().apply(handle, names["kohya"], 1.0, 1.0)[0]
+    steps = args["num_inference_steps"]
+
+    def run(sdxl, n):
+        t = time.perf_counter()
+        node.generate(pose, **dict(args, sdxl=sdxl, num_inference_steps=n))
+        return time.perf_counter() - t
+
+    times = {key: [] for key in ("plain1", "plain2", "lora1", "lora2")}
+    run(with_lora, steps)  # warm: the LoRA file read and cached
+    for _ in range(repeats):  # interleaved, so both see the same machine state
+        for key, sdxl in (("plain", handle), ("lora", with_lora)):
+            times[key + "1"].append(run(sdxl, steps))
+            times[key + "2"].append(run(sdxl, 5 * steps))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    plain_step, lora_step = ((med[k + "2"] - med[k + "1"]) / (4 * steps) for k in ("plain", "lora"))
+    print(f"LoRA (kohya, rank {tiny_lora.RANK}, UNet + both text encoders) per step {lora_step * 1000:.1f} ms vs "
+          f"{plain_step * 1000:.1f} ms without: ratio {lora_step / plain_step:.3f}")
+    print(f"LoRA per run (load into peft, fuse, restore afterwards): "
+          f"+{(med['lora1'] - med['plain1'] - steps * (lora_step - plain_step)) * 1000:.0f} ms")
 
 
 # -- (b) real architecture, side by side with ComfyUI ----------------------------

@@ -32,7 +32,7 @@ def _pair(module, gen, scale):
     return down, up
 
 
-def kohya(parts, seed=0, scale=0.3):
+def kohya(parts, seed=0, scale=0.1):
     """A kohya-format LoRA (SGM UNet names) for `parts` (tiny_sdxl.build())."""
     gen = torch.Generator().manual_seed(seed)
     pairs = unet_prefixes(parts["unet"].config)
@@ -50,7 +50,7 @@ def kohya(parts, seed=0, scale=0.3):
     return out
 
 
-def diffusers_format(parts, seed=1, scale=0.3):
+def diffusers_format(parts, seed=1, scale=0.1):
     """A diffusers / PEFT-format LoRA (what `save_lora_weights` writes) for `parts`."""
     gen = torch.Generator().manual_seed(seed)
     out = {}
