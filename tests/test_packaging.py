@@ -83,3 +83,17 @@ def test_web_scripts_parse():
             shutil.copy(script, module)
             out = subprocess.run([node, "--check", module], capture_output=True, text=True)
             assert out.returncode == 0, f"{script}: {out.stderr}"
+
+
+def test_readme_scheduler_table_is_the_scheduler_table():
+    """The README's table is derived from local/schedulers.py: every row, in order, with its class."""
+    from conftest import pf
+
+    table = pf("local.schedulers").TABLE
+    readme = _read("README.md")
+    rows = [line for line in readme[readme.index("| name | ComfyUI sampler / scheduler |"):].splitlines()[2:]
+            if line.startswith("| `")]
+    rows = rows[:len(table)]
+    assert [r.split("`")[1] for r in rows] == list(table)
+    for row, (segmind, comfy, cls, _, _) in zip(rows, table.values()):
+        assert comfy in row and f"`{cls}`" in row and row.endswith("| yes |" if segmind else "| local only |"), row
