@@ -32,7 +32,7 @@ def with_lora(handle, name, model=1.0, clip=1.0):
     return LoRA().apply(handle, name, model, clip)[0]
 
 
-@pytest.mark.parametrize("kind", ["kohya", "diffusers"])
+@pytest.mark.parametrize("kind", ["kohya", "diffusers", "locon"])
 def test_a_lora_changes_the_image_and_strength_zero_is_no_lora(plain, lora_files, kind):
     fresh = t2i(plain)
     assert not torch.equal(t2i(with_lora(plain, lora_files[kind])), fresh)
@@ -54,7 +54,7 @@ def test_after_a_lora_run_the_networks_are_exactly_as_before(plain, lora_files, 
     fresh = t2i(plain)
     parts = pf("local.sdxl").checkpoint(sdxl_files[1], "fp32")
     before = {name: {k: v.clone() for k, v in r.net.state_dict().items()} for name, r in parts.items()}
-    t2i(with_lora(with_lora(plain, lora_files["kohya"]), lora_files["diffusers"], 0.7, -1.3))
+    t2i(with_lora(with_lora(plain, lora_files["locon"]), lora_files["diffusers"], 0.7, -1.3))
     for name, r in parts.items():
         after = r.net.state_dict()
         assert set(after) == set(before[name]), f"{name} kept LoRA layers"

@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from tiny_sdxl import _rename, unet_prefixes
+from tiny_sdxl import RESNET, _rename, unet_prefixes
 
 RANK = 4
 UNET_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k",
@@ -32,11 +32,19 @@ def _pair(module, gen, scale):
     return down, up
 
 
-def kohya(parts, seed=0, scale=0.1):
-    """A kohya-format LoRA (SGM UNet names) for `parts` (tiny_sdxl.build())."""
+def kohya(parts, seed=0, scale=0.1, locon=False):
+    """A kohya-format LoRA (SGM UNet names) for `parts` (tiny_sdxl.build()); `locon`: LyCORIS LoCon,
+    which also puts 3x3 LoRA convs on every ResNet block's two convolutions."""
     gen = torch.Generator().manual_seed(seed)
     pairs = unet_prefixes(parts["unet"].config)
     out = {}
+    for name, module in parts["unet"].named_modules() if locon else ():
+        if isinstance(module, torch.nn.Conv2d) and ".resnets." in name and name.endswith(("conv1", "conv2")):
+            theirs, rest, _ = _rename(name + ".", pairs)
+            key = "lora_unet_" + (theirs + dict(RESNET)[rest.rstrip(".")]).replace(".", "_")
+            out[key + ".lora_down.weight"] = torch.randn(RANK, module.in_channels, 3, 3, generator=gen) * scale
+            out[key + ".lora_up.weight"] = torch.randn(module.out_channels, RANK, 1, 1, generator=gen) * scale
+            out[key + ".alpha"] = torch.tensor(float(RANK))
     for name, module in _linears(parts["unet"], UNET_TARGETS):
         theirs, rest, _ = _rename(name + ".", pairs)
         key = "lora_unet_" + (theirs + rest).rstrip(".").replace(".", "_")
@@ -87,6 +95,7 @@ def save(models_root, parts):
     os.makedirs(folder, exist_ok=True)
     files = {"kohya": ("tiny-kohya.safetensors", kohya(parts)),
              "kohya_b": ("tiny-kohya-b.safetensors", kohya(parts, seed=7)),
+             "locon": ("tiny-locon.safetensors", kohya(parts, seed=9, locon=True)),
              "diffusers": ("tiny-diffusers.safetensors", diffusers_format(parts)),
              "sd15": ("sd15-style.safetensors", sd15()), "flux": ("flux-style.safetensors", flux()),
              "not_lora": ("not-a-lora.safetensors", {"conv.weight": torch.zeros(4, 4, 3, 3)})}
