@@ -1,64 +1,25 @@
 """OpenPose body / hand / face detection through controlnet-aux.
 
-Weights: body_pose_model.pth, hand_pose_model.pth, facenet.pth from the
-`openpose` model folder, else from comfyui_controlnet_aux's annotator folder or a
-Hugging Face cache the user already has (lllyasviel/Annotators). Nothing is downloaded. The networks are built by
+Weights: body_pose_model.pth, hand_pose_model.pth, facenet.pth of lllyasviel/Annotators, found
+where local/pose_files.py looks (nothing is downloaded). The networks are built by
 controlnet-aux's classes, filled through our safe loader (host/weights.py) and
 kept by the shared residency mechanism (host/residency.py).
 """
-import os
-
 import numpy as np
 
-from ..host import comfy, models, residency, weights
-from . import pose_render
+from ..host import residency, weights
+from . import pose_files, pose_render
 
-SOURCE = "https://huggingface.co/lllyasviel/Annotators"
 BODY, HAND, FACE = "body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"
 
 
+REPO = "lllyasviel/Annotators"
+
+
 def wanted(hands, face):
-    names = [BODY] + ([HAND] if hands else []) + ([FACE] if face else [])
-    return [("openpose", name, SOURCE) for name in names]
-
-
-def locate(wanted_files):
-    """Paths for each wanted file: the models folder first, then comfyui_controlnet_aux's
-    annotator folder, then an existing HF cache; raises MissingModelFiles naming every file
-    that is in none of them."""
-    paths, absent = [], []
-    for entry in wanted_files:
-        path = models.find(entry[0], entry[1]) or _aux_annotator(entry[1]) or _hf_cached(entry[1])
-        (paths if path else absent).append(path or entry)
-    if absent:
-        raise models.MissingModelFiles(absent, hint="Download them from " + SOURCE + " into the 'openpose' folder.")
-    return paths
-
-
-def aux_annotator_dirs():
-    """Where comfyui_controlnet_aux keeps lllyasviel/Annotators: AUX_ANNOTATOR_CKPTS_PATH when
-    set, and its ckpts/ folder in each custom_nodes directory."""
-    roots = [os.environ["AUX_ANNOTATOR_CKPTS_PATH"]] if os.environ.get("AUX_ANNOTATOR_CKPTS_PATH") else []
-    fp = comfy.module("folder_paths")
-    if fp is not None and "custom_nodes" in fp.folder_names_and_paths:
-        roots += [os.path.join(d, "comfyui_controlnet_aux", "ckpts") for d in fp.get_folder_paths("custom_nodes")]
-    return [os.path.join(root, "lllyasviel", "Annotators") for root in roots]
-
-
-def _aux_annotator(filename):
-    for folder in aux_annotator_dirs():
-        if os.path.isfile(os.path.join(folder, filename)):
-            return os.path.join(folder, filename)
-    return None
-
-
-def _hf_cached(filename):
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    found = try_to_load_from_cache("lllyasviel/Annotators", filename)
-    return found if isinstance(found, str) else None
+    """{kind: (file, repository)} of the networks a run needs."""
+    return {kind: (name, REPO) for kind, name, on in (("body", BODY, True), ("hand", HAND, hands),
+                                                      ("face", FACE, face)) if on}
 
 
 def _network(kind, path):
@@ -96,9 +57,8 @@ def detector(hands=False, face=False):
     """An OpenposeDetector holding the networks needed, on the compute device."""
     from controlnet_aux.open_pose import OpenposeDetector
 
-    kinds = ["body"] + (["hand"] if hands else []) + (["face"] if face else [])
-    residents = [_network(kind, path) for kind, path in zip(kinds, locate(wanted(hands, face)))]
-    nets = dict(zip(kinds, residency.use(*residents)))
+    paths = pose_files.locate(wanted(hands, face))
+    nets = dict(zip(paths, residency.use(*(_network(kind, path) for kind, path in paths.items()))))
     return OpenposeDetector(*(_estimator(k, nets[k]) if k in nets else None for k in ("body", "hand", "face")))
 
 
@@ -168,16 +128,5 @@ def detect_people(det, image, hands=False, face=False):
 
 def extract(det, photo, resolution, hands=False, face=False):
     """One HxWx3 uint8 RGB photo -> POSE_KEYPOINT frame (normalized coordinates, canvas = photo size)."""
-    people = []
-    for found in detect_people(det, detect_resized(photo, resolution), hands, face):
-        people.append({
-            "pose_keypoints_2d": pose_render.encode_points(found["body"], 18),
-            "hand_left_keypoints_2d": _encoded(found["left_hand"], "hand_left_keypoints_2d"),
-            "hand_right_keypoints_2d": _encoded(found["right_hand"], "hand_right_keypoints_2d"),
-            "face_keypoints_2d": _encoded(found["face"], "face_keypoints_2d"),
-        })
-    return {"people": people, "canvas_width": int(photo.shape[1]), "canvas_height": int(photo.shape[0])}
-
-
-def _encoded(points, name):
-    return None if points is None else pose_render.encode_points(points, pose_render.COUNTS[name])
+    found = detect_people(det, detect_resized(photo, resolution), hands, face)
+    return pose_render.frame(found, photo.shape[1], photo.shape[0])

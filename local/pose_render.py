@@ -52,6 +52,19 @@ MAX_POINTS = {"pose_keypoints_2d": 25, "hand_left_keypoints_2d": 21, "hand_right
 FAR = 64.0  # a point more than this many canvases away from the canvas is no pose
 
 
+def frame(people, width, height):
+    """A POSE_KEYPOINT frame of detected people [{"body", "left_hand", "right_hand", "face": [(x, y)
+    normalized | None] | None}] on a width x height canvas."""
+    def encoded(points, name):
+        return None if points is None else encode_points(points, COUNTS[name])
+
+    return {"people": [{"pose_keypoints_2d": encode_points(p["body"], 18),
+                        "hand_left_keypoints_2d": encoded(p["left_hand"], "hand_left_keypoints_2d"),
+                        "hand_right_keypoints_2d": encoded(p["right_hand"], "hand_right_keypoints_2d"),
+                        "face_keypoints_2d": encoded(p["face"], "face_keypoints_2d")} for p in people],
+            "canvas_width": int(width), "canvas_height": int(height)}
+
+
 def _triplets(flat, name):
     if flat is None:
         return None

@@ -116,11 +116,12 @@ class PF_SDXLOpenPose:
                                                   "tooltip": LOCAL_TIP})
         required["control_start"] = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01})
         required["control_end"] = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01})
-        required["pose_fit"] = (engine.POSE_FITS, {"default": "fit", "tooltip": (
-            "when the pose's shape differs from the output's: fit keeps the whole skeleton in proportion "
-            "(a PF_POSE is drawn again at the output size, a pose-map IMAGE letterboxed), crop fills the output "
-            "and cuts the overflow, stretch resizes (distorts)")})
-        return {"required": required, "optional": {"sdxl": ("PF_SDXL",), "ip_adapter": ("PF_IPADAPTER",)}}
+        optional = {"sdxl": ("PF_SDXL",), "ip_adapter": ("PF_IPADAPTER",), "pose_fit": (engine.POSE_FITS, {
+            "default": "fit", "tooltip": (
+                "when the pose's shape differs from the output's: fit keeps the whole skeleton in proportion "
+                "(a PF_POSE is drawn again at the output size, a pose-map IMAGE letterboxed), crop fills the output "
+                "and cuts the overflow, stretch resizes (distorts)")})}  # optional: older graphs still run
+        return {"required": required, "optional": optional}
 
     def generate(self, pose, sdxl=None, ip_adapter=None, **inputs):
         return policy.run(type(self), engine, dict(inputs, pose=pose, sdxl=sdxl, ip_adapter=ip_adapter))

@@ -246,3 +246,14 @@ def lora_files(sdxl_files, tiny_root):
 
     built, _, _ = sdxl_files
     return tiny_lora.save(str(tiny_root), built)
+
+
+@pytest.fixture(scope="session")
+def dwpose_files(tiny_root):
+    """Tiny DWPose networks with the real files' signatures, as ONNX and TorchScript (tests/tiny_dwpose.py):
+    (folder, {kind: (detector path, estimator path)})."""
+    pytest.importorskip("onnxruntime")
+    import tiny_dwpose
+
+    folder = tiny_root / "dwpose"
+    return folder, tiny_dwpose.save(str(folder))

@@ -51,13 +51,16 @@ def segmind():
 
 
 @pytest.fixture(scope="module")
-def comfyui(tmp_path_factory, cf_root, openpose_root, sdxl_files, ip_files, lora_files, tiny_root, segmind):
+def comfyui(tmp_path_factory, cf_root, openpose_root, sdxl_files, ip_files, lora_files, dwpose_files, tiny_root,
+            segmind):
     base = tmp_path_factory.mktemp("comfy")
     (base / "custom_nodes").mkdir()
     os.symlink(ROOT, base / "custom_nodes" / "PoseForge")
     for folder in ("openpose", "facerestore_models", "facedetection", "checkpoints", "controlnet", "ipadapter",
                    "clip_vision", "loras"):
         shutil.copytree(tiny_root / folder, base / "models" / folder, copy_function=os.link)  # no 1 GB copy
+    for path in dwpose_files[1]["torchscript"]:  # DWPose beside OpenPose, as TorchScript: Residents ComfyUI sees
+        os.link(path, base / "models" / "openpose" / os.path.basename(path))
     for spec in workflows.MODELS.values():  # the examples' file names, listed as a user's would be
         (base / "models" / spec["directory"] / spec["name"]).write_bytes(b"")
     shutil.copytree(INPUT, base / "input")
@@ -143,6 +146,25 @@ def test_graph_runs_and_free_releases_our_models(comfyui):
             break
         time.sleep(0.5)
     assert _call(url + "/poseforge/status")["loaded"] == []
+
+
+def test_dwpose_runs_through_prompt_and_its_networks_are_comfyuis(comfyui):
+    url, base = comfyui
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "poseforge_astronaut.jpg"}},
+        "2": {"class_type": "PF_OpenPoseExtract", "inputs": {"image": ["1", 0], "detect_body": True,
+                                                             "detect_hands": True, "detect_face": True,
+                                                             "resolution": 128, "stick_width": 4,
+                                                             "detector": "dwpose"}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "pf_dwpose"}},
+    }
+    outputs = _run(url, graph)
+    frames = json.loads(outputs["2"]["openpose_json"][0])
+    assert outputs["2"]["detector"] == ["dwpose"] and outputs["2"]["people"] == [2]  # the crafted detector's two
+    assert len(frames[0]["people"][0]["hand_left_keypoints_2d"]) == 63
+    assert len(frames[0]["people"][0]["face_keypoints_2d"]) == 210
+    loaded = {m["model"] for m in _call(url + "/poseforge/status")["loaded"]}
+    assert "dwpose" in loaded
 
 
 # -- the example workflows ------------------------------------------------------------

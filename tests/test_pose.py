@@ -247,7 +247,7 @@ def test_files_of_comfyui_controlnet_aux_are_used(hf_cache, openpose_root, monke
     annotators.mkdir(parents=True)
     (annotators / "body_pose_model.pth").symlink_to(openpose_root / "openpose" / "body_pose_model.pth")
     monkeypatch.setenv("AUX_ANNOTATOR_CKPTS_PATH", str(tmp_path / "aux"))
-    assert pf("local.openpose").locate([("openpose", "body_pose_model.pth", None)]) == \
-        [str(annotators / "body_pose_model.pth")]
+    assert pf("local.pose_files").locate({"body": ("body_pose_model.pth", "lllyasviel/Annotators")}) == \
+        {"body": str(annotators / "body_pose_model.pth")}
     pose_map, frames, _ = Extract().extract(photos(1), resolution=64)["result"]
     assert pose_map.shape == (1, 96, 80, 3)
