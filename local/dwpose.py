@@ -44,6 +44,7 @@ PADDING = 1.25
 MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 STD = np.array([58.395, 57.12, 57.375], np.float32)
 NMS_IOU, CANDIDATE, PERSON, PRESENT = 0.45, 0.1, 0.3, 0.3
+MAX_CANDIDATES = 1000  # the most certain boxes suppression looks at (a photo has far fewer; a broken file, 8400)
 TORCHSCRIPT_BATCH = 5  # the TorchScript estimator was traced for batches of 5
 COCO17 = [17, 6, 8, 10, 7, 9, 12, 14, 16, 13, 15, 2, 1, 4, 3]  # after the neck is inserted at 17...
 OPENPOSE18 = [1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17]  # ...these OpenPose slots take them
@@ -186,7 +187,8 @@ def people(detector, rgb):
     """Person boxes (xyxy, photo pixels), the most certain first."""
     batch, ratio = letterbox(rgb)
     boxes, scores = decode_boxes(run(detector, batch)[0][0].astype(np.float64), ratio)
-    candidates = scores > CANDIDATE
+    candidates = np.flatnonzero(scores > CANDIDATE)
+    candidates = candidates[np.argsort(-scores[candidates], kind="stable")[:MAX_CANDIDATES]]
     boxes, scores = boxes[candidates], scores[candidates]
     keep = [i for i in suppress(boxes, scores) if scores[i] > PERSON]
     return boxes[keep]
