@@ -104,6 +104,27 @@ def choose(requested, local_files, check=None):
     raise models.MissingModelFiles(absent, hint=hint)
 
 
+def segmind_run(endpoint, jobs):
+    """Run `jobs` on Segmind with ComfyUI's progress bar and progress text: the time gone against
+    Segmind's typical time for the endpoint (4 requests at once), and how many are done."""
+    from ..host.progress import Progress
+    from ..segmind.client import Client
+
+    client = Client()
+    typical = endpoints.endpoint(endpoint).get("typical_seconds")
+    expected = (typical or 10.0) * math.ceil(len(jobs) / client.max_workers)
+    with Progress(100, "Segmind") as bar:
+        def on_wait(elapsed, done, total):
+            bar.set(100 * max(done / total, min(elapsed / expected, 0.95)))
+            against = f" of ~{expected:.0f} s typical" if typical else ""
+            count = f", {done} of {total} done" if total > 1 else ""
+            bar.text(f"Segmind {endpoint}: {elapsed:.0f} s{against}{count}")
+
+        out, info = client.run(endpoint, jobs, on_wait)
+        bar.set(100)
+    return out, info
+
+
 def report(node, backend, **details):
     """Log which backend ran and return the node's `ui` entries saying so."""
     details = {k: key.redact(v) if isinstance(v, str) else v for k, v in details.items()}

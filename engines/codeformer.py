@@ -69,8 +69,8 @@ def segmind_jobs(request):
 def segmind(request):
     import torch
 
-    from ..segmind.client import Client
+    from .backend import segmind_run
 
     endpoint, jobs, ignored = segmind_jobs(request)
-    out, info = Client().run(endpoint, jobs)
+    out, info = segmind_run(endpoint, jobs)
     return (out, torch.zeros(out.shape[:3])), dict(info, segmind_ignores=ignored)

@@ -65,14 +65,39 @@ def extract(image, detector="openpose", detect_body=True, detect_hands=False, de
                                                                                           for f in frames]
 
 
-def render(keypoints, width=0, height=0, draw_body=True, draw_hands=True, draw_face=True, stick_width=4,
-           threshold=0.0, resolution=512):
-    """(pose map IMAGE, PF_POSE) of POSE_KEYPOINT frames."""
+MAX_EDIT = 4 * 2 ** 20  # characters of an edited pose (a frame of 100 people is about 60 000)
+
+
+def edited(text):
+    """The POSE_KEYPOINT frames of the pose edited on PF_PoseRender (its `pose` widget: JSON, a frame
+    or a list of frames), or None when nothing was edited."""
+    import json
+
     from ..local import pose_render
 
-    frames = [keypoints] if isinstance(keypoints, dict) else list(keypoints or [])
-    if not frames:
-        raise pose_render.KeypointError("POSE_KEYPOINT is empty: no frames to draw")
+    if not text or not text.strip():
+        return None
+    if len(text) > MAX_EDIT:
+        raise pose_render.KeypointError(f"the edited pose is {len(text)} characters long; at most {MAX_EDIT}")
+    try:
+        found = json.loads(text)
+    except ValueError as exc:
+        raise pose_render.KeypointError(f"the edited pose is not POSE_KEYPOINT JSON ({exc}): clear it on the node, "
+                                        "or load a pose file") from None
+    return [found] if isinstance(found, dict) else found
+
+
+def render(keypoints=None, width=0, height=0, draw_body=True, draw_hands=True, draw_face=True, stick_width=4,
+           threshold=0.0, resolution=512, pose=""):
+    """(pose map IMAGE, PF_POSE, frames) of the pose edited on the node, else of POSE_KEYPOINT frames."""
+    from ..local import pose_render
+
+    frames = edited(pose)
+    if frames is None:
+        frames = [keypoints] if isinstance(keypoints, dict) else list(keypoints or [])
+    if not isinstance(frames, list) or not frames:
+        raise pose_render.KeypointError("no pose to draw: connect keypoints (POSE_KEYPOINT), or place a pose in the "
+                                        "node's editor")
     draw = dict(body=draw_body, hands=draw_hands, face=draw_face, stick_width=stick_width, threshold=threshold,
                 short_side=resolution)
     maps = [pose_render.render_frame(f, width, height, **draw) for f in frames]
@@ -80,4 +105,4 @@ def render(keypoints, width=0, height=0, draw_body=True, draw_hands=True, draw_f
         raise pose_render.KeypointError("frames have different canvas sizes; set width and height to draw "
                                         "them as one batch")
     pose_map = images.from_uint8(maps)
-    return pose_map, bundle(pose_map, frames, None, **draw)
+    return pose_map, bundle(pose_map, frames, None, **draw), frames

@@ -174,8 +174,8 @@ def segmind_jobs(request):
 
 
 def segmind(request):
-    from ..segmind.client import Client
+    from .backend import segmind_run
 
     endpoint, jobs, ignored = segmind_jobs(request)
-    out, info = Client().run(endpoint, jobs)
+    out, info = segmind_run(endpoint, jobs)
     return (out,), dict(info, image_count=int(out.shape[0]), segmind_ignores=ignored)

@@ -12,7 +12,7 @@ def module(name):
     found = sys.modules.get(name)
     if found is not None:
         return found
-    if name.split(".")[0] not in ("folder_paths", "comfy"):
+    if name.split(".")[0] not in ("folder_paths", "comfy", "comfy_execution", "server"):
         raise ValueError(f"not a ComfyUI module: {name}")
     try:
         return importlib.import_module(name)

@@ -30,6 +30,27 @@ class Progress:
         else:
             self._tqdm.update(n)
 
+    def set(self, value):
+        """Raise the host's interrupt if the user pressed cancel, else show `value` of `total` done."""
+        cancel.check_cancel()
+        value = min(max(int(value), 0), self.total)
+        if self._bar is not None:
+            self._bar.update_absolute(value, self.total)
+        else:
+            self._tqdm.update(value - self._tqdm.n)
+
+    def text(self, message):
+        """`message` under the running node in ComfyUI's editor (its progress text); nothing outside it."""
+        server = comfy.module("server")
+        instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+        if instance is None:
+            return
+        context = comfy.module("comfy_execution.utils")
+        running = context.get_executing_context() if context is not None else None
+        node = running.node_id if running is not None else instance.last_node_id
+        if node is not None:
+            instance.send_progress_text(message, node)
+
     def close(self):
         if self._tqdm is not None:
             self._tqdm.close()

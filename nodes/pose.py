@@ -54,12 +54,13 @@ class PF_PoseRender:
     RETURN_NAMES = ("pose_map", "pose")
     FUNCTION = "render"
     DESCRIPTION = ("Draw OpenPose maps from POSE_KEYPOINT (normalized or pixel coordinates, e.g. from "
-                   "controlnet_aux, DWPose, ComfyUI's pose nodes or an editor).")
+                   "controlnet_aux, DWPose, ComfyUI's pose nodes or an editor), or from the pose edited on the "
+                   "node: drag joints, add or remove joints and people, flip, undo; load a connected OpenPose "
+                   "Extract's result or a pose file, save it as a file.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "keypoints": ("POSE_KEYPOINT",),
             "width": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip": "0: the canvas width"}),
             "height": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip": "0: the canvas height"}),
             "draw_body": ("BOOLEAN", {"default": True}),
@@ -72,12 +73,18 @@ class PF_PoseRender:
             "resolution": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 64, "tooltip": (
                 "short side of the canvas the map is drawn on before it is resized to the output, as "
                 "controlnet-aux does at its detect resolution")}),
+        }, "optional": {
+            "keypoints": ("POSE_KEYPOINT", {"tooltip": "drawn unless a pose was edited on the node"}),
+            "pose": ("STRING", {"default": "", "tooltip": (
+                "the pose edited on the node (POSE_KEYPOINT JSON, normalized coordinates); when it is set it "
+                "is drawn instead of keypoints. The editor keeps it; clear it there to draw keypoints again.")}),
         }}
 
-    def render(self, keypoints, width=0, height=0, draw_body=True, draw_hands=True, draw_face=True, stick_width=4,
-               threshold=0.0, resolution=512):
-        return engine.render(keypoints, width, height, draw_body, draw_hands, draw_face, stick_width, threshold,
-                             resolution)
+    def render(self, keypoints=None, width=0, height=0, draw_body=True, draw_hands=True, draw_face=True,
+               stick_width=4, threshold=0.0, resolution=512, pose=""):
+        pose_map, bundle, frames = engine.render(keypoints, width, height, draw_body, draw_hands, draw_face,
+                                                 stick_width, threshold, resolution, pose)
+        return {"ui": {"openpose_json": [json.dumps(frames)]}, "result": (pose_map, bundle)}
 
 
 NODES = (PF_OpenPoseExtract, PF_PoseRender)

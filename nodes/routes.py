@@ -1,24 +1,36 @@
-"""The pack's HTTP route inside ComfyUI's server.
+"""The pack's HTTP routes inside ComfyUI's server. They answer only booleans, labels and prices:
+never a key, a path or an environment value.
 
-GET /poseforge/status -> {"segmind_key": bool, "segmind_blocked": str | null,
-                          "loaded": [{"model", "bytes"}]}
-tells the editor whether a Segmind key is configured (never the key itself) and
-which of our networks ComfyUI's memory manager holds (what POST /free releases).
+GET /poseforge/status -> {"segmind_key": bool, "segmind_blocked": label | null,
+                          "codeformer_files": bool, "loaded": [{"model": label, "bytes"}]}
+  whether a Segmind key is configured (never the key), why Segmind is off, whether CodeFormer's
+  local files are there (a PF_CodeFormer on `auto` runs on Segmind otherwise), and which of our
+  networks ComfyUI's memory manager holds (what POST /free releases);
+GET /poseforge/prices -> {"as_of", "source", "endpoints": {name: {"cost_usd", "typical_seconds",
+                          "confirmed"}}}: the endpoint table's prices, for the estimate a node
+  shows before a Segmind run.
 """
 import sys
 
 from ..engines import backend as policy
-from ..host import residency
-from ..segmind import key
+from ..host import models, residency
+from ..segmind import endpoints, key
 
 
 def status():
+    from ..local import codeformer as engine
+
+    restorer = bool(engine.codeformer_files()) and not models.missing([("facedetection", engine.DETECTION_FILE, None)])
     return {"segmind_key": bool(key.api_key()), "segmind_blocked": policy.segmind_blocked(),
-            "loaded": residency.registered()}
+            "codeformer_files": restorer, "loaded": residency.registered()}
+
+
+def prices():
+    return endpoints.price_list()
 
 
 def register():
-    """Add the route when running inside ComfyUI's server (no-op elsewhere)."""
+    """Add the routes when running inside ComfyUI's server (no-op elsewhere)."""
     server = sys.modules.get("server")
     instance = getattr(getattr(server, "PromptServer", None), "instance", None)
     if instance is None:
@@ -28,3 +40,7 @@ def register():
     @instance.routes.get("/poseforge/status")
     async def poseforge_status(request):
         return web.json_response(status())
+
+    @instance.routes.get("/poseforge/prices")
+    async def poseforge_prices(request):
+        return web.json_response(prices())

@@ -74,9 +74,10 @@ class Client:
         self.max_bytes = max_bytes
 
     # -- public -------------------------------------------------------------
-    def run(self, endpoint, jobs):
+    def run(self, endpoint, jobs, on_wait=None):
         """Run `jobs` (a list of parameter dicts with OUR names; image values are
-        IMAGE tensors [1,H,W,3] or [H,W,3]) on `endpoint`.
+        IMAGE tensors [1,H,W,3] or [H,W,3]) on `endpoint`; `on_wait(elapsed s, done, total)` is
+        called about four times a second while they run.
         Returns (IMAGE tensor [N,H,W,3], info dict of cost signals)."""
         prepared = [endpoints.build_body(endpoint, params) for params in jobs]  # validate all first
         try:
@@ -90,6 +91,12 @@ class Client:
             key.checked(api_key, None if self._key is None else "the key given to the client")
         except key.KeyFormatError as exc:
             raise SegmindError(str(exc), status=401) from None
+        entry = endpoints.endpoint(endpoint)
+        hint = None if entry.get("confirmed") else (
+            f" Segmind has not published {endpoint}'s fields: PoseForge sends "
+            f"{', '.join(spec.get('field', name) for name, spec in entry['params'].items())} as a guess. If "
+            "Segmind names them otherwise, give the right names in a JSON file named by SEGMIND_ENDPOINTS_FILE "
+            "(see the README, Segmind endpoints), or use backend 'local'.")
         requests = []
         for (slug, body, image_fields), params in zip(prepared, jobs):
             for field in image_fields:
@@ -101,12 +108,17 @@ class Client:
         stop = threading.Event()
         pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(requests)) or 1,
                                   thread_name_prefix="PoseForge-segmind")
-        futures = [pool.submit(self._request, base, slug, data, limit, api_key, call, stop)
+        futures = [pool.submit(self._request, base, slug, data, limit, api_key, call, stop, hint)
                    for (slug, data, limit), call in zip(requests, calls)]
+        started, told = time.monotonic(), 0.0
         try:
             pending = set(futures)
             while pending:
                 cancel.check_cancel()
+                elapsed = time.monotonic() - started
+                if on_wait is not None and elapsed - told >= 0.25:
+                    told = elapsed
+                    on_wait(elapsed, len(futures) - len(pending), len(futures))
                 for call in calls:
                     if call.late():  # a dripping or silent server: wake its read so it fails now
                         call.abort()
@@ -133,7 +145,7 @@ class Client:
         return torch.cat(out, dim=0), info
 
     # -- one request, with retries -----------------------------------------
-    def _request(self, base, slug, data, max_pixels, api_key, call, stop):
+    def _request(self, base, slug, data, max_pixels, api_key, call, stop, hint=None):
         headers = {"x-api-key": api_key, "Content-Type": "application/json",
                    "Accept": "image/*, application/json", "User-Agent": "PoseForge/0.1",
                    "Content-Length": str(len(data))}
@@ -162,7 +174,7 @@ class Client:
             else:
                 if status == 200:
                     return decode_response(answer, raw, slug, max_pixels, api_key), _info(answer)
-                err = _http_error(status, answer, raw, slug, api_key)
+                err = _http_error(status, answer, raw, slug, api_key, hint)
                 wait_s = _reset_wait(answer) if status == 429 else None
             if not err.retryable or attempt >= self.retries:
                 raise err
@@ -266,7 +278,9 @@ def _message(raw, api_key):
     return "(HTML error page)" if text.lower().startswith(("<!doctype", "<html")) else text
 
 
-def _http_error(status, headers, raw, slug, api_key):
+def _http_error(status, headers, raw, slug, api_key, hint=None):
+    """The SegmindError of an HTTP status; `hint`: what to say when an endpoint whose fields are
+    unconfirmed has a field rejected."""
     msg = _message(raw, api_key)
     if 300 <= status < 400:
         where = headers.get("location", "")
@@ -276,7 +290,7 @@ def _http_error(status, headers, raw, slug, api_key):
         return SegmindError(f"Segmind's API answered /{slug} with a redirect (HTTP {status}) to {host}: PoseForge "
                             "never follows a redirect with your key. Check SEGMIND_API_BASE.", status)
     if status in (400, 422):
-        return SegmindError(f"Segmind rejected a parameter for /{slug} (HTTP {status}): {msg}", status)
+        return SegmindError(f"Segmind rejected a parameter for /{slug} (HTTP {status}): {msg}.{hint or ''}", status)
     if status == 401:
         return SegmindError(f"Segmind refused the API key (HTTP 401: missing, invalid or expired). {key.HOW_TO_SET}",
                             status)
@@ -284,7 +298,7 @@ def _http_error(status, headers, raw, slug, api_key):
         return SegmindError(f"Your Segmind account may not use /{slug} (HTTP 403): {msg}", status)
     if status == 404:
         return SegmindError(f"Segmind does not know the model /{slug} (HTTP 404): it may have been renamed. "
-                            "Update its slug in POSEFORGE_SEGMIND_ENDPOINTS or use backend 'local'.", status)
+                            "Update its slug in a SEGMIND_ENDPOINTS_FILE override or use backend 'local'.", status)
     if status == 405:
         return SegmindError(f"Segmind refused the method for /{slug} (HTTP 405); check SEGMIND_API_BASE.", status)
     if status == 406:
@@ -294,7 +308,7 @@ def _http_error(status, headers, raw, slug, api_key):
                             "https://www.segmind.com or use backend 'local'.", status)
     if status == 410:
         return SegmindError(f"Segmind has retired the model /{slug} (HTTP 410, not billed). Use backend 'local', "
-                            "or point the endpoint at its successor in POSEFORGE_SEGMIND_ENDPOINTS.", status)
+                            "or point the endpoint at its successor in a SEGMIND_ENDPOINTS_FILE override.", status)
     if status == 429:
         return SegmindError(f"Segmind rate limit reached (HTTP 429): {msg}", status, retryable=True)
     if status >= 500:

@@ -9,7 +9,7 @@ import math
 import os
 
 BUILTIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "endpoints.json")
-OVERRIDE_ENV = "POSEFORGE_SEGMIND_ENDPOINTS"
+OVERRIDE_ENVS = ("SEGMIND_ENDPOINTS_FILE", "POSEFORGE_SEGMIND_ENDPOINTS")  # the first one set is used
 
 
 class ParamError(ValueError):
@@ -24,7 +24,7 @@ def _load(path):
 def table():
     """The built-in table with the user's override file (if any) merged over it."""
     data = {k: v for k, v in _load(BUILTIN).items() if not k.startswith("_")}
-    override = os.environ.get(OVERRIDE_ENV)
+    override = next((os.environ[name] for name in OVERRIDE_ENVS if os.environ.get(name)), None)
     if override:
         for name, entry in _load(override).items():
             if name.startswith("_"):
@@ -36,6 +36,14 @@ def table():
             merged["params"] = {k: v for k, v in params.items() if v is not None}
             data[name] = merged
     return data
+
+
+def price_list():
+    """{"as_of", "source"} of the prices in the table, and per endpoint its cost per call in US$ (None
+    when Segmind publishes none), typical seconds and whether its fields are confirmed."""
+    return {"as_of": _load(BUILTIN)["_prices"]["as_of"], "source": _load(BUILTIN)["_prices"]["source"],
+            "endpoints": {name: {"cost_usd": e.get("cost_usd"), "typical_seconds": e.get("typical_seconds"),
+                                 "confirmed": bool(e.get("confirmed", False))} for name, e in table().items()}}
 
 
 def endpoint(name):

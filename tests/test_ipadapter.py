@@ -303,7 +303,7 @@ def test_segmind_field_names_come_from_the_endpoint_table(fake, tmp_path, monkey
     override = tmp_path / "endpoints.json"
     override.write_text(json.dumps({"ip-sdxl-openpose": {"params": {
         "ip_image": {"field": "ip_adapter_image"}, "ip_adapter_scale": {"field": "ip_scale"}}}}))
-    monkeypatch.setenv("POSEFORGE_SEGMIND_ENDPOINTS", str(override))
+    monkeypatch.setenv("SEGMIND_ENDPOINTS_FILE", str(override))
     segmind_run(adapter(ip_adapter_scale=0.3), samples=1)
     _, _, body = fake.requests[0]
     assert "ip_image" not in body and "ip_adapter_scale" not in body
@@ -317,7 +317,7 @@ def test_segmind_unavailable_model_suggests_local_or_an_override(fake, status, w
         segmind_run(adapter(), samples=1)
     message = str(err.value)
     assert words in message and "ip-sdxl-openpose" in message
-    assert "'local'" in message and "POSEFORGE_SEGMIND_ENDPOINTS" in message
+    assert "'local'" in message and "SEGMIND_ENDPOINTS_FILE" in message
 
 
 def test_segmind_needs_no_local_adapter_files(fake):

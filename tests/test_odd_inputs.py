@@ -49,7 +49,7 @@ def test_pose_render_of_a_thin_canvas_is_bounded():
     assert render.draw_size(8, 8192, 2048) == (64, 8192)
     assert render.draw_size(1536, 1024, 512) == (768, 512)  # a normal size: as controlnet-aux
     frame = {"people": [], "canvas_width": 8, "canvas_height": 8192}
-    pose_map, _ = Render().render([frame], resolution=2048)
+    pose_map, _ = Render().render([frame], resolution=2048)["result"]
     assert pose_map.shape == (1, 8192, 8, 3)
 
 
@@ -132,9 +132,9 @@ def person(**parts):
 ])
 def test_hostile_keypoints_give_the_pose_nodes_own_error(frame, match):
     with pytest.raises(render.KeypointError, match=match):
-        Render().render([frame], width=64, height=64)
+        Render().render([frame], width=64, height=64)["result"]
 
 
 def test_a_frame_without_people_draws_an_empty_map():
-    pose_map, _ = Render().render([{"people": None, "canvas_width": 32, "canvas_height": 16}])
+    pose_map, _ = Render().render([{"people": None, "canvas_width": 32, "canvas_height": 16}])["result"]
     assert pose_map.shape == (1, 16, 32, 3) and not pose_map.any()

@@ -47,7 +47,7 @@ def test_extract_batch_end_to_end(with_openpose, body, hands, face):
     assert bundle["keypoints"] is frames and bundle["map"] is pose_map
     assert torch.allclose(bundle["source"], batch, atol=0.5 / 255)
     # the map is exactly the keypoints drawn again
-    again, _ = Render().render(frames, draw_body=body, draw_hands=hands, draw_face=face, resolution=128)
+    again, _ = Render().render(frames, draw_body=body, draw_hands=hands, draw_face=face, resolution=128)["result"]
     assert torch.equal(again, pose_map)
 
 
@@ -150,10 +150,10 @@ def test_limbs_land_on_expected_pixels_and_colours():
 
 
 def test_pixel_and_normalized_coordinates_draw_the_same():
-    a, _ = Render().render([frame_px()])
-    b, _ = Render().render([frame_normalized()])
+    a, _ = Render().render([frame_px()])["result"]
+    b, _ = Render().render([frame_normalized()])["result"]
     assert torch.equal(a, b) and a.shape == (1, 160, 120, 3)
-    scaled, _ = Render().render([frame_normalized()], width=240, height=320)
+    scaled, _ = Render().render([frame_normalized()], width=240, height=320)["result"]
     assert scaled.shape == (1, 320, 240, 3)
 
 
@@ -230,7 +230,7 @@ def test_body_25_is_converted_and_other_layouts_refused():
 
 
 @pytest.mark.parametrize("frames,match", [
-    ([], "empty"),
+    ([], "no pose to draw"),
     ([{"people": [{"pose_keypoints_2d": [300, 20, 1] + [0, 0, 0] * 17}]}], "canvas_width"),
     ([{"people": [{"pose_keypoints_2d": [0.3, 0.2]}], "canvas_width": 8, "canvas_height": 8}], "triplets"),
     ([{"people": []}], "no output size"),
@@ -239,7 +239,7 @@ def test_body_25_is_converted_and_other_layouts_refused():
 ])
 def test_render_errors(frames, match):
     with pytest.raises(render.KeypointError, match=match):
-        Render().render(frames)
+        Render().render(frames)["result"]
 
 
 def test_files_of_comfyui_controlnet_aux_are_used(hf_cache, openpose_root, monkeypatch, tmp_path):
@@ -251,3 +251,19 @@ def test_files_of_comfyui_controlnet_aux_are_used(hf_cache, openpose_root, monke
         {"body": str(annotators / "body_pose_model.pth")}
     pose_map, frames, _ = Extract().extract(photos(1), resolution=64)["result"]
     assert pose_map.shape == (1, 96, 80, 3)
+
+
+def test_the_pose_edited_on_the_node_is_drawn_instead_of_the_keypoints():
+    edited = frame_normalized()
+    edited["people"][0]["pose_keypoints_2d"][3 * 3:3 * 3 + 2] = [0.9, 0.9]  # the right elbow moved
+    connected = Render().render([frame_normalized()])["result"][0]
+    drawn = Render().render([frame_normalized()], pose=json.dumps(edited))
+    assert not torch.equal(drawn["result"][0], connected)
+    assert torch.equal(drawn["result"][0], Render().render([edited])["result"][0])
+    assert json.loads(drawn["ui"]["openpose_json"][0]) == [edited]
+    alone = Render().render(pose=json.dumps([edited]))["result"]  # no keypoints connected: a hand-made pose
+    assert torch.equal(alone[0], drawn["result"][0]) and alone[1]["keypoints"] == [edited]
+    with pytest.raises(render.KeypointError, match="not POSE_KEYPOINT JSON"):
+        Render().render(pose="{not json")
+    with pytest.raises(render.KeypointError, match="no pose to draw"):
+        Render().render(pose="  ")

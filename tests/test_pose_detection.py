@@ -117,7 +117,7 @@ def test_known_people_become_pose_keypoints_map_and_json(crafted):
         assert c == 1.0 and abs(x * 512 - (fx + FACE[index][0] * fw)) < 3 and abs(y * 512 - (fy + FACE[index][1] * fw)) < 3
     # the map is these keypoints drawn, and the same list reaches API users
     assert json.loads(out["ui"]["openpose_json"][0]) == frames and out["ui"]["people"] == [2, 2]
-    again, _ = Render().render(frames, resolution=512)
+    again, _ = Render().render(frames, resolution=512)["result"]
     assert torch.equal(again, pose_map) and pose_map[0].max() > 0.5
     assert bundle["keypoints"] is frames
 

@@ -294,7 +294,7 @@ def extent(pose_map):
 @pytest.mark.parametrize("width,height", [(64, 64), (128, 64)])
 def test_a_portrait_pose_keeps_its_proportions_on_another_output_shape(sdxl, monkeypatch, width, height):
     Render = PACK.NODE_CLASS_MAPPINGS["PF_PoseRender"]
-    pose = Render().render([portrait_frame()])[1]
+    pose = Render().render([portrait_frame()])["result"][1]
     seen = received_maps(monkeypatch)
     pose_run(sdxl, pose, width=width, height=height)
     assert seen[0].shape == (height, width, 3)

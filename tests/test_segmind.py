@@ -56,7 +56,6 @@ def test_txt2img_raw_bytes_and_cost_headers(fake):
 
 @pytest.mark.parametrize("endpoint,extra", [
     ("sdxl-openpose", {"controlnet_scale": 0.5, "scheduler": "UniPC"}),
-    ("sdxl-controlnet", {"cn_model": "sdxl_openpose", "controlnet_scale": 0.9}),
     ("ip-sdxl-openpose", {"ip_image": "IMAGE2", "ip_adapter_scale": 0.6}),
 ])
 def test_pose_endpoints_send_the_photo_intact(fake, endpoint, extra):
@@ -104,8 +103,8 @@ def test_invalid_parameters_rejected_before_sending(fake, params, match):
 
 
 def test_bad_enum_and_batch_image_rejected_before_sending(fake):
-    with pytest.raises(endpoints.ParamError, match="cn_model"):
-        client().run("sdxl-controlnet", [{"image": photo(), "prompt": "x", "cn_model": "sdxl_blobs"}])
+    with pytest.raises(endpoints.ParamError, match="samples=5 is outside"):
+        client().run("sdxl-openpose", [{"image": photo(), "prompt": "x", "samples": 5}])
     with pytest.raises(endpoints.ParamError, match="batch of 2"):
         client().run("codeformer", [{"image": torch.zeros(2, 8, 8, 3)}])
     assert fake.requests == []
@@ -115,11 +114,33 @@ def test_override_file_renames_slug_and_field(fake, tmp_path, monkeypatch):
     override = tmp_path / "endpoints.json"
     override.write_text(json.dumps({"ip-sdxl-openpose": {"slug": "ip-sdxl-openpose-v2",
                                                          "params": {"ip_image": {"field": "ip_adapter_image"}}}}))
-    monkeypatch.setenv("POSEFORGE_SEGMIND_ENDPOINTS", str(override))
+    monkeypatch.setenv("SEGMIND_ENDPOINTS_FILE", str(override))
     slug, body, images = endpoints.build_body("ip-sdxl-openpose", {"image": 1, "ip_image": 2, "prompt": "x"})
     assert slug == "ip-sdxl-openpose-v2" and body["ip_adapter_image"] == 2 and "ip_adapter_image" in images
     with pytest.raises(client_mod.SegmindError, match="HTTP 404"):
         client().run("ip-sdxl-openpose", [{"image": photo(), "ip_image": photo(), "prompt": "x"}])
+
+
+def test_the_older_override_variable_and_an_enum_of_the_users_own(fake, tmp_path, monkeypatch):
+    override = tmp_path / "endpoints.json"
+    override.write_text(json.dumps({"sdxl-openpose": {"params": {"style": {"type": "enum", "choices": ["a", "b"]}}}}))
+    monkeypatch.setenv("POSEFORGE_SEGMIND_ENDPOINTS", str(override))
+    with pytest.raises(endpoints.ParamError, match="style must be one of a, b"):
+        client().run("sdxl-openpose", [{"image": photo(), "prompt": "x", "style": "c"}])
+    assert fake.requests == []
+
+
+def test_an_unconfirmed_endpoints_rejected_field_says_what_to_do(fake):
+    fake.fail_next(422, body={"error": "Unknown field: ip_image"})
+    with pytest.raises(client_mod.SegmindError) as err:
+        client().run("ip-sdxl-openpose", [{"image": photo(), "ip_image": photo(), "prompt": "x"}])
+    text = str(err.value)
+    assert "Unknown field: ip_image" in text and "has not published ip-sdxl-openpose's fields" in text
+    assert "ip_image" in text and "SEGMIND_ENDPOINTS_FILE" in text
+    fake.fail_next(422, body={"error": "Validation Error"})
+    with pytest.raises(client_mod.SegmindError) as err:
+        client().run("sdxl-openpose", [{"image": photo(), "prompt": "x"}])
+    assert "has not published" not in str(err.value)  # a confirmed endpoint: no guess to correct
 
 
 # -- error classes -----------------------------------------------------------

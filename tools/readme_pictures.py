@@ -42,7 +42,7 @@ def pose_render():
     points = [v for x, y in ASTRONAUT for v in (x, y, 1.0 if x or y else 0.0)]
     frame = {"people": [{"pose_keypoints_2d": points}], "canvas_width": 512, "canvas_height": 512}
     node = load_pack().NODE_CLASS_MAPPINGS["PF_PoseRender"]()
-    image = node.render([frame], 512, 512, True, False, False, 4, 0.0, 512)[0][0]  # first image of the IMAGE
+    image = node.render([frame], 512, 512, True, False, False, 4, 0.0, 512)["result"][0][0]  # first image of the IMAGE
     return Image.fromarray((image.numpy() * 255).round().astype(np.uint8))
 
 
