@@ -257,3 +257,6 @@ def dwpose_files(tiny_root):
 
     folder = tiny_root / "dwpose"
     return folder, tiny_dwpose.save(str(folder))
+
+
+from real_comfyui import comfyui, segmind  # noqa: E402,F401 - one real ComfyUI (and its fake Segmind) a session

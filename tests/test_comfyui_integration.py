@@ -12,89 +12,18 @@ COMFYUI_PYTHON names the Python that has ComfyUI's requirements (default: this o
 Skips when COMFYUI_DIR is not set."""
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 
-import numpy as np
 import pytest
 from PIL import Image
 
 import queue_example
 import workflows
-from fake_segmind import FakeSegmind
-from test_workflows import API, INPUT, SENTINEL, TINY, UI
+from real_comfyui import COMFYUI_DIR, LOAD, SENTINEL, browser as _browser, call as _call, run as _run
+from test_workflows import API, TINY, UI
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
-PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
 pytestmark = pytest.mark.skipif(not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI checkout to run")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-_call = queue_example.call
-
-
-@pytest.fixture(scope="module")
-def segmind():
-    server = FakeSegmind(keys=(SENTINEL,), image_format="PNG").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def comfyui(tmp_path_factory, cf_root, openpose_root, sdxl_files, ip_files, lora_files, dwpose_files, tiny_root,
-            segmind):
-    base = tmp_path_factory.mktemp("comfy")
-    (base / "custom_nodes").mkdir()
-    os.symlink(ROOT, base / "custom_nodes" / "PoseForge")
-    for folder in ("openpose", "facerestore_models", "facedetection", "checkpoints", "controlnet", "ipadapter",
-                   "clip_vision", "loras"):
-        shutil.copytree(tiny_root / folder, base / "models" / folder, copy_function=os.link)  # no 1 GB copy
-    for path in dwpose_files[1]["torchscript"]:  # DWPose beside OpenPose, as TorchScript: Residents ComfyUI sees
-        os.link(path, base / "models" / "openpose" / os.path.basename(path))
-    for spec in workflows.MODELS.values():  # the examples' file names, listed as a user's would be
-        (base / "models" / spec["directory"] / spec["name"]).write_bytes(b"")
-    shutil.copytree(INPUT, base / "input")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(base / "input" / "photo.png")
-    port = _free_port()
-    env = dict(os.environ, SEGMIND_API_KEY=SENTINEL, SEGMIND_API_BASE=segmind.base_url, HF_HUB_OFFLINE="1")
-    env.pop("POSEFORGE_OFFLINE", None)
-    log = open(base / "comfyui.log", "w")
-    proc = subprocess.Popen([PYTHON, "main.py", "--cpu", "--base-directory", str(base), "--listen", "127.0.0.1",
-                             "--port", str(port), "--disable-auto-launch"], cwd=COMFYUI_DIR, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            if proc.poll() is not None:
-                pytest.fail("ComfyUI exited:\n" + (base / "comfyui.log").read_text()[-4000:])
-            try:
-                _call(url + "/system_stats")
-                break
-            except OSError:
-                time.sleep(0.5)
-        yield url, base
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
-
-
-def _run(url, graph, workflow=None):
-    """Queue `graph` and wait, as tools/queue_example.py (the README's API-mode script) does."""
-    entry = queue_example.wait(url, queue_example.queue(url, graph, workflow), timeout=600)
-    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
-    return entry["outputs"]
 
 
 def test_pack_loads_and_registers_its_nodes(comfyui):
@@ -107,10 +36,11 @@ def test_pack_loads_and_registers_its_nodes(comfyui):
     assert "IMPORT FAILED" not in "".join(l for l in log.splitlines() if "PoseForge" in l), log[-3000:]
     status = _call(url + "/poseforge/status")
     assert status["segmind_key"] is True and SENTINEL not in json.dumps(status)
-    scripts = [e for e in _call(url + "/extensions") if e.startswith("/extensions/PoseForge/")]
-    assert scripts == ["/extensions/PoseForge/poseforge.js"]
-    with urllib.request.urlopen(url + scripts[0], timeout=30) as resp:
-        assert b"PoseForge.status" in resp.read()
+    scripts = sorted(e for e in _call(url + "/extensions") if e.startswith("/extensions/PoseForge/"))
+    assert scripts == ["/extensions/PoseForge/pose_editor.js", "/extensions/PoseForge/poseforge.js"]
+    for script, name in zip(scripts, (b"PoseForge.poseEditor", b"PoseForge.status")):
+        with urllib.request.urlopen(url + script, timeout=30) as resp:
+            assert name in resp.read()
 
 
 def test_graph_runs_and_free_releases_our_models(comfyui):
@@ -235,27 +165,6 @@ def test_no_segmind_key_in_history_log_or_pngs(comfyui):
     assert len(places) > 4
     for where, text in places.items():
         assert SENTINEL not in text, f"the Segmind key leaked into {where}"
-
-
-def _browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("Debian's chromium and chromium-driver are needed for the editor check")
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
-    return webdriver.Chrome(options=options, service=service)
-
-
-LOAD = """const done = arguments[arguments.length - 1];
-(async () => {
-  await window.app.loadGraphData(arguments[0]);
-  const types = window.app.graph._nodes.map((n) => n.type);
-  done({missing: types.filter((t) => !LiteGraph.registered_node_types[t]), count: types.length});
-})().catch((e) => done({error: String(e)}));"""
 
 
 def test_ui_examples_load_in_the_real_editor(comfyui):

@@ -17,18 +17,17 @@ from PIL.PngImagePlugin import PngInfo
 import workflows
 from conftest import PACK, pf
 from fake_segmind import FakeSegmind
+from real_comfyui import INPUT, SENTINEL  # noqa: F401 - shared with the real-ComfyUI tests
 
 UI = {os.path.basename(p)[:-5]: json.load(open(p, encoding="utf-8"))
       for p in sorted(glob.glob(os.path.join(workflows.FOLDER, "*.json")))}
 API = {os.path.basename(p)[:-5]: json.load(open(p, encoding="utf-8"))
        for p in sorted(glob.glob(os.path.join(workflows.API_FOLDER, "*.json")))}
-INPUT = os.path.join(workflows.FOLDER, "input")
 TINY = {"ckpt_name": "tiny_sdxl.safetensors", "controlnet": "tiny-openpose-sdxl/diffusion_pytorch_model.safetensors",
         "ipadapter": "tiny-plus_vit-h.bin", "clip_vision": "tiny-vit-h/model.safetensors",
         "lora_name": "tiny-kohya.safetensors",
         "width": 64, "height": 64, "num_inference_steps": 2, "resolution": 64,
         "only_center_face": True}  # a random-weight RetinaFace sees faces everywhere: restore one
-SENTINEL = "SG_sentinel_0f1e2d3c4b5a6978"
 
 
 @pytest.fixture
