@@ -30,6 +30,8 @@ def editor(comfyui):
     url, _ = comfyui
     for setting, value in (("Comfy.TutorialCompleted", True), ("Comfy.Minimap.Visible", False)):
         call(f"{url}/settings/{setting}", value)
+    if SHOTS:
+        os.makedirs(SHOTS, exist_ok=True)
     driver = browser()
     driver.set_script_timeout(60)
     driver.get(url)
@@ -76,7 +78,7 @@ def wait_for_saved(url, prefix, after):
     for _ in range(240):
         history = call(url + "/history")
         if len(history) > after:
-            for entry in history.values():
+            for entry in list(history.values())[after:]:  # ComfyUI keeps them in the order they ran
                 for output in entry.get("outputs", {}).values():
                     for image in output.get("images", []):
                         if image["filename"].startswith(prefix):
@@ -109,9 +111,6 @@ def test_a_dragged_joint_lands_where_it_was_dropped_survives_a_reload_and_is_exp
     moved = pose_value(driver)["people"][0]["pose_keypoints_2d"][3 * WRIST:3 * WRIST + 3]
     assert moved[0] == pytest.approx(target[0], abs=2 / view["w"]) and moved[1] == pytest.approx(target[1],
                                                                                                  abs=2 / view["h"])
-    if SHOTS:
-        os.makedirs(SHOTS, exist_ok=True)
-        driver.save_screenshot(os.path.join(SHOTS, "pose_editor.png"))
     before = len(call(url + "/history"))
     driver.execute_script("window.app.queuePrompt(0, 1)")
     saved = wait_for_saved(url, "pf_edited", before)
@@ -134,17 +133,131 @@ def test_a_dragged_joint_lands_where_it_was_dropped_survives_a_reload_and_is_exp
     assert pose_value(driver)["people"][0]["pose_keypoints_2d"][3 * WRIST:3 * WRIST + 2] == moved[:2]
 
 
-def test_undo_add_and_delete_in_the_editor(editor, comfyui):
+def test_remove_add_flip_load_and_undo_in_the_editor(editor, comfyui):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
     url, _ = comfyui
     driver = editor
     driver.execute_async_script(LOAD, pose_graph(url))
-    time.sleep(0.5)
-    script = """const e = window.app.graph._nodes.find((n) => n.type === 'PF_PoseRender').pfEditor;
-    e.addPerson(); const two = JSON.parse(e.poseWidget.value).people.length;
-    e.flip(); e.deletePerson(); const one = JSON.parse(e.poseWidget.value).people.length;
-    e.stepBack(); e.stepBack(); e.stepBack(); const back = JSON.parse(e.poseWidget.value).people.length;
-    return [two, one, back];"""
-    assert driver.execute_script(script) == [2, 1, 1]
+    time.sleep(1.0)
+    get = "return window.app.graph._nodes.find((n) => n.type === 'PF_PoseRender').pfEditor"
+    original = pose_value(driver)
+    wrist = driver.execute_script(get + ".clientPoint(0, arguments[0]);", WRIST)
+    canvas = driver.execute_script(get + ".canvas;")
+    actions = ActionChains(driver)
+    actions.w3c_actions.pointer_action.move_to_location(round(wrist["x"]), round(wrist["y"]))
+    actions.w3c_actions.pointer_action.pointer_down(button=2)  # a right click removes the joint
+    actions.w3c_actions.pointer_action.pointer_up(button=2)
+    actions.perform()
+    assert pose_value(driver)["people"][0]["pose_keypoints_2d"][3 * WRIST:3 * WRIST + 3] == [0, 0, 0]
+    adding = Select(driver.execute_script(get + ".adding;"))
+    adding.select_by_value(str(WRIST))  # the missing joint, placed with a click
+    view = driver.execute_script(get + ".view();")
+    rect = driver.execute_script("return arguments[0].getBoundingClientRect();", canvas)
+    actions = ActionChains(driver)
+    at = (round(rect["left"] + view["x"] + 0.3 * view["w"]), round(rect["top"] + view["y"] + 0.7 * view["h"]))
+    actions.w3c_actions.pointer_action.move_to_location(*at)
+    actions.w3c_actions.pointer_action.click()
+    actions.perform()
+    placed = pose_value(driver)["people"][0]["pose_keypoints_2d"][3 * WRIST:3 * WRIST + 3]
+    assert placed[0] == pytest.approx(0.3, abs=2 / view["w"]) and placed[1] == pytest.approx(0.7, abs=2 / view["h"])
+    assert placed[2] == 1
+    driver.execute_script(get + ".flip();")
+    flipped = pose_value(driver)["people"][0]["pose_keypoints_2d"]
+    left_wrist = 7  # the right wrist, mirrored about the person's middle, is the left wrist now
+    xs = [x for x, _ in STANDING] + [placed[0]]
+    assert flipped[3 * left_wrist] == pytest.approx(min(xs) + max(xs) - placed[0])
+    assert flipped[3 * left_wrist + 1] == pytest.approx(placed[1])
+    driver.execute_script(get + ".addPerson();")
+    assert len(pose_value(driver)["people"]) == 2
+    driver.execute_script(get + ".deletePerson();")
+    assert len(pose_value(driver)["people"]) == 1
+    # a pose file as comfyui_controlnet_aux writes it: a list of frames, pixel coordinates, hands
+    hand = [v for k in range(21) for v in (100 + 3 * k, 200 + 2 * k, 0.9)]
+    person = {"pose_keypoints_2d": [v for x, y in STANDING for v in (x * 768, y * 1024, 0.8)],
+              "hand_left_keypoints_2d": hand, "hand_right_keypoints_2d": None, "face_keypoints_2d": None}
+    dropped = json.dumps([{"people": [person, person], "canvas_width": 768, "canvas_height": 1024}])
+    loaded = driver.execute_async_script("const done = arguments[arguments.length - 1];"
+                                         + get + ".loadFile(new File([arguments[0]], 'pose.json')).then(done);",
+                                         dropped)
+    assert loaded is True
+    frame = pose_value(driver)
+    assert (frame["canvas_width"], frame["canvas_height"], len(frame["people"])) == (768, 1024, 2)
+    assert frame["people"][0]["hand_left_keypoints_2d"][:2] == pytest.approx([100 / 768, 200 / 1024])
+    assert frame["people"][0]["pose_keypoints_2d"][:2] == pytest.approx(STANDING[0])
+    assert driver.execute_async_script("const done = arguments[arguments.length - 1];" + get
+                                       + ".loadFile(new File(['not a pose'], 'x.json')).then(done);") is False
+    for _ in range(6):  # load, delete, add, flip, add the joint, remove it: back where it began
+        driver.execute_script(get + ".stepBack();")
+    assert pose_value(driver) == original
+
+
+def hand(wrist, towards):
+    """21 points of an open hand (OpenPose order: wrist, then four points a finger), pixels."""
+    import math
+    points = [wrist]
+    for finger in range(5):
+        angle = towards + math.radians(-50 + 25 * finger)
+        for k in range(1, 5):
+            points.append((wrist[0] + 9 * k * math.cos(angle), wrist[1] + 9 * k * math.sin(angle)))
+    return [v for x, y in points for v in (x, y, 1.0)]
+
+
+def test_the_editor_takes_the_extracted_pose_over_its_photo(editor, comfyui):
+    import math
+
+    from readme_pictures import ASTRONAUT
+
+    url, _ = comfyui
+    driver = editor
+    g = workflows.Graph(call(url + "/object_info"))
+    photo = g.add("LoadImage", (40, 40), {"image": "poseforge_astronaut.jpg"}, size=(300, 360))
+    extract = g.add("PF_OpenPoseExtract", (40, 430), {"detect_hands": False, "detect_face": False,
+                                                         "detector": "dwpose"},
+                    {"image": (photo, 0)}, size=(300, 300))
+    render = g.add("PF_PoseRender", (380, 40), {"width": 512, "height": 512}, {"keypoints": (extract, 1)},
+                   size=(440, 680))
+    g.add("SaveImage", (860, 40), {"filename_prefix": "pf_from_extract"}, {"images": (render, 0)}, size=(300, 300))
+    driver.execute_async_script(LOAD, g.ui())
+    time.sleep(1.0)
+    get = "return window.app.graph._nodes.find((n) => n.type === 'PF_PoseRender').pfEditor"
+    assert "poseforge_astronaut.jpg" in driver.execute_script(get + ".photoUrl;")  # the photo behind the skeleton
+    assert driver.execute_script(get + ".photo?.naturalWidth;") == 512
+    before = len(call(url + "/history"))
+    driver.execute_script("window.app.queuePrompt(0, 1)")
+    wait_for_saved(url, "pf_from_extract", before)
+    entry = next(e for e in call(url + "/history").values()
+                 if any(i["filename"].startswith("pf_from_extract") for o in e["outputs"].values()
+                        for i in o.get("images", [])))
+    found = json.loads(entry["outputs"][str(extract)]["openpose_json"][0])  # JSON text, as comfyui_controlnet_aux
+    found = found[0] if isinstance(found, list) else found
+    assert len(found["people"]) == 2  # tests/tiny_dwpose.py's crafted two
+    for _ in range(20):  # the executed event reaches the page
+        if driver.execute_script(get + ".extracted();"):
+            break
+        time.sleep(0.25)
+    shown = driver.execute_script(get + ".shown();")
+    assert driver.execute_script(get + ".edited();") is None  # a preview until the first edit
+    assert len(shown["people"]) == len(found["people"])
+    driver.execute_script(get + ".fromExtract();")
+    copied = pose_value(driver)
+    for mine, theirs in zip(copied["people"], found["people"], strict=True):  # present points keep c = 1
+        assert mine["pose_keypoints_2d"] == pytest.approx(
+            [v if k % 3 != 2 else float(v > 0) for k, v in enumerate(theirs["pose_keypoints_2d"])])
+    if SHOTS:  # the README's picture: keypoints placed by hand on the photo, with hands
+        body = [v for x, y in ASTRONAUT for v in (x, y, 1.0 if x or y else 0.0)]
+        frame = [{"people": [{"pose_keypoints_2d": body, "hand_right_keypoints_2d": hand(ASTRONAUT[4], -math.pi / 2),
+                              "hand_left_keypoints_2d": hand(ASTRONAUT[7], -2 * math.pi / 3)}],
+                  "canvas_width": 512, "canvas_height": 512}]
+        driver.execute_async_script("const done = arguments[arguments.length - 1];"
+                                    + get + ".loadFile(new File([arguments[0]], 'pose.json')).then(done);",
+                                    json.dumps(frame))
+        before = len(call(url + "/history"))
+        driver.execute_script("window.app.queuePrompt(0, 1)")  # Save Image shows the edited map
+        wait_for_saved(url, "pf_from_extract", before)
+        time.sleep(1.0)
+        driver.save_screenshot(os.path.join(SHOTS, "pose_editor.png"))
 
 
 def test_the_price_shown_before_a_segmind_run_is_the_tables(editor, comfyui):
@@ -159,9 +272,9 @@ def test_the_price_shown_before_a_segmind_run_is_the_tables(editor, comfyui):
     shown = driver.execute_script("return Object.fromEntries(window.app.graph._nodes.filter((n) => n.pfPriceText)"
                                   ".map((n) => [n.type, n.pfPriceText]))")
     cost = table["sdxl1.0-txt2img"]["cost_usd"]
-    assert shown["PF_SDXLText2Image"].startswith(f"Segmind est. ${round(3 * cost, 6)} a photo (3 × ${cost}; "
+    assert shown["PF_SDXLText2Image"].startswith(f"Segmind est. ${round(3 * cost, 6)} for this run (3 × ${cost}; "
                                                  f"price list of {table['_prices']['as_of']})")
-    assert shown["PF_SDXLOpenPose"].startswith(f"Segmind est. ${table['sdxl-openpose']['cost_usd']} a photo")
+    assert shown["PF_SDXLOpenPose"].startswith(f"Segmind est. ${table['sdxl-openpose']['cost_usd']} for each image of the batch")
     assert shown["PF_CodeFormer"] == "Segmind codeformer: price not published"
     driver.execute_async_script(LOAD, UI["ipadapter_xl_openpose_segmind"])
     time.sleep(1.5)
@@ -217,6 +330,35 @@ def test_progress_text_arrives_during_a_slow_segmind_run(comfyui, segmind):
     assert len(ours) >= 3, texts  # about four a second while Segmind works
     assert ours[0].startswith("Segmind sdxl1.0-txt2img: ") and "s of ~6 s typical" in ours[0]
     assert [p["value"] for p in progress if p["node"] == "1"][-1] == 100
+
+
+def test_a_hosted_run_in_the_editor_shows_its_price_then_its_progress(editor, comfyui, segmind):
+    url, _ = comfyui
+    driver = editor
+    g = workflows.Graph(call(url + "/object_info"))
+    sdxl = g.add("PF_SDXLText2Image", (40, 40), {"prompt": "a dancer, studio light", "backend": "segmind",
+                                                 "width": 768, "height": 768, "samples": 2}, size=(420, 420))
+    g.add("SaveImage", (520, 40), {"filename_prefix": "pf_hosted"}, {"images": (sdxl, 0)}, size=(400, 400))
+    driver.execute_async_script(LOAD, g.ui())
+    driver.execute_script("window.pfTexts = []; window.app.api.addEventListener('progress_text',"
+                          " (e) => window.pfTexts.push(e.detail.text));")
+    segmind.latency = 4.0
+    try:
+        before = len(call(url + "/history"))
+        driver.execute_script("window.app.queuePrompt(0, 1)")
+        for _ in range(60):
+            if len(driver.execute_script("return window.pfTexts")) >= 3:
+                break
+            time.sleep(0.25)
+        if SHOTS:
+            driver.save_screenshot(os.path.join(SHOTS, "hosted_run.png"))
+        texts = driver.execute_script("return window.pfTexts")
+        assert texts and all(t.startswith("Segmind sdxl1.0-txt2img: ") for t in texts), texts
+        assert driver.execute_script("return window.app.graph._nodes.find((n) => n.type === 'PF_SDXLText2Image')"
+                                     ".pfPriceText").startswith("Segmind est. $")
+        wait_for_saved(url, "pf_hosted", before)
+    finally:
+        segmind.latency = 0.0
 
 
 def test_the_routes_answer_only_booleans_labels_and_prices(comfyui, segmind):

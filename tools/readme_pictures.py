@@ -1,10 +1,12 @@
 """The pictures the README and the template browser show, from a run of the integration test.
 
-    COMFYUI_DIR=... POSEFORGE_SCREENSHOTS=/tmp/shots pytest tests/test_comfyui_integration.py
+    COMFYUI_DIR=... POSEFORGE_SCREENSHOTS=/tmp/shots pytest tests/test_comfyui_integration.py \
+        tests/test_comfyui_editor.py
     python tools/readme_pictures.py /tmp/shots <that run's ComfyUI output folder>
 
 Writes example_workflows/<name>.jpg (thumbnails: the graph in the real editor),
-docs/images/<name>.jpg (the same, larger) and docs/images/outputs.jpg: the pose photo,
+docs/images/<name>.jpg (the same, larger; the pose editor and a hosted run there only)
+and docs/images/outputs.jpg: the pose photo,
 PF_PoseRender's map of keypoints placed on it by hand, and what the local example
 graphs produced in that run - on tiny random-weight test models, so noise, and labelled so.
 """
@@ -18,6 +20,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 EXAMPLES = os.path.join(ROOT, "example_workflows")
 IMAGES = os.path.join(ROOT, "docs", "images")
 CANVAS = (68, 80, 1600, 857)  # the editor's graph canvas in a 1600-wide screenshot (no sidebar, no menu)
+FEATURES = {"pose_editor": (110, 95, 975, 670), "hosted_run": (110, 95, 800, 480)}  # README-only, the nodes
 
 # COCO-18 body points placed by hand on poseforge_astronaut.jpg (512x512, pixels; 0 = not visible)
 ASTRONAUT = [(222, 122), (225, 235), (110, 270), (60, 400), (150, 490), (330, 275), (355, 420), (300, 470),
@@ -29,8 +32,10 @@ def graphs(shots):
     for file in sorted(os.listdir(shots)):
         name = os.path.splitext(file)[0]
         with Image.open(os.path.join(shots, file)) as shot:
-            canvas = shot.convert("RGB").crop(CANVAS)
+            canvas = shot.convert("RGB").crop(FEATURES.get(name, CANVAS))
         canvas.save(os.path.join(IMAGES, name + ".jpg"), quality=85)
+        if name in FEATURES:
+            continue
         canvas.resize((768, round(768 * canvas.height / canvas.width)), Image.LANCZOS).save(
             os.path.join(EXAMPLES, name + ".jpg"), quality=85)
 

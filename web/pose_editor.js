@@ -28,6 +28,7 @@ const STANDING = [[0.5, 0.14], [0.5, 0.26], [0.41, 0.26], [0.36, 0.42], [0.33, 0
   [0.52, 0.12], [0.46, 0.13], [0.54, 0.13]];
 const HIT = 10; // pixels on screen within which a point is picked
 const UNDO = 50;
+const MAX_PEOPLE = 100; // as PF_PoseRender draws at most
 
 function emptyFrame(width = 512, height = 512) {
   return { people: [], canvas_width: width, canvas_height: height };
@@ -44,10 +45,10 @@ export function parsePose(source) {
   if (Array.isArray(found)) found = found[0];
   if (!found || typeof found !== "object" || !Array.isArray(found.people)) return null;
   const width = Number(found.canvas_width) || 512, height = Number(found.canvas_height) || 512;
-  const values = found.people.flatMap((p) => Object.keys(PARTS).flatMap((k) => triplets(p?.[k]).filter((t) => t[2] > 0)
+  const values = found.people.slice(0, MAX_PEOPLE).flatMap((p) => Object.keys(PARTS).flatMap((k) => triplets(p?.[k]).filter((t) => t[2] > 0)
     .flatMap((t) => [Math.abs(t[0]), Math.abs(t[1])])));
   const pixels = values.length && Math.max(...values) > 1.5;
-  const people = found.people.filter((p) => p && typeof p === "object").map((p) => {
+  const people = found.people.slice(0, MAX_PEOPLE).filter((p) => p && typeof p === "object").map((p) => {
     const person = {};
     for (const [part, count] of Object.entries(PARTS)) {
       const points = triplets(p[part]);
@@ -147,16 +148,18 @@ class PoseEditor {
   commit(frame) {
     this.undo.push(this.poseWidget.value ?? "");
     if (this.undo.length > UNDO) this.undo.shift();
-    this.poseWidget.value = frame ? JSON.stringify(frame) : "";
-    this.poseWidget.callback?.(this.poseWidget.value);
-    this.refresh();
-    this.node.setDirtyCanvas?.(true, true);
+    this.store(frame ? JSON.stringify(frame) : "");
   }
 
   stepBack() {
-    if (!this.undo.length) return;
-    this.poseWidget.value = this.undo.pop();
+    if (this.undo.length) this.store(this.undo.pop());
+  }
+
+  store(text) { // the widget the workflow saves, then the picture
+    this.poseWidget.value = text;
+    this.poseWidget.callback?.(text);
     this.refresh();
+    this.node.setDirtyCanvas?.(true, true);
   }
 
   working() { // a copy of what is shown, to change and commit

@@ -1,8 +1,8 @@
 // PoseForge in the graph editor: under each PF_ node, which backend ran last (and, for Segmind,
 // the cost and credits it reported, from the node's `ui` output via the `executed` event); on
 // nodes that will run on Segmind (backend segmind, or auto without the local files) the
-// estimated price before the run, from the endpoint table (GET /poseforge/prices) x samples, a
-// photo at a time, labelled as an estimate with the price list's date, and a note when the
+// estimated price before the run, from the endpoint table (GET /poseforge/prices) x samples (for
+// each image of a batch), labelled as an estimate with the price list's date, and a note when the
 // endpoint's fields are unconfirmed; a warning when no Segmind key is configured. During a
 // Segmind run ComfyUI's own progress bar and progress text show the time against Segmind's
 // typical time. GET /poseforge/status says only whether a key is set, never the key.
@@ -51,8 +51,9 @@ function onSegmind(node) {
   return node.type === "PF_CodeFormer" ? status?.codeformer_files === false : !linked(node, "sdxl");
 }
 
-// The estimate shown before a run, e.g. "Segmind est. $0.016 a photo (2 x $0.008; price list of
-// 2026-11-21)"; "" when the node does not run on Segmind.
+// The estimate shown before a run, e.g. "Segmind est. $0.016 for this run (2 x $0.008; price list
+// of 2026-11-21)", a batch of pose images costing that for each; "" when the node does not run on
+// Segmind.
 export function priceText(node) {
   const endpoint = endpointOf(node);
   if (!endpoint || !prices || !onSegmind(node)) return "";
@@ -63,7 +64,8 @@ export function priceText(node) {
   if (entry.cost_usd == null) parts.push(`Segmind ${endpoint}: price not published`);
   else {
     const total = Math.round(entry.cost_usd * samples * 1e6) / 1e6;
-    parts.push(`Segmind est. $${total} a photo (${samples} × $${entry.cost_usd}; price list of ${prices.as_of})`);
+    const per = node.type === "PF_SDXLText2Image" ? "this run" : "each image of the batch";
+    parts.push(`Segmind est. $${total} for ${per} (${samples} × $${entry.cost_usd}; price list of ${prices.as_of})`);
   }
   if (!entry.confirmed) parts.push(`${endpoint}'s fields are unconfirmed by Segmind`);
   return parts.join(" · ");
