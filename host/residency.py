@@ -13,9 +13,15 @@ it on "Unload models" / `POST /free`. We chose this over the lighter pattern of
 core's ImageUpscaleWithModel (free memory, run, move back) because it lets ComfyUI
 keep our networks on the GPU between runs while still being able to take the
 memory back. Our networks use plain torch layers, which ComfyUI cannot stream in
-part (lowvram), so they are always loaded whole (`force_full_load`). Each one sits
+part (lowvram), so `use` loads them whole (`force_full_load`). Each one sits
 in a small container module, so the patcher's bookkeeping attributes never collide
 with a library's own (diffusers models have a read-only `device`).
+
+`phase(...)` is `use` with a plan: when the networks do not fit the device's free
+memory once ComfyUI has offloaded what it can (`free_memory`), or ComfyUI runs with
+--lowvram / --novram, the big ones (SDXL's UNet, the ControlNet) stay in RAM and
+their blocks are streamed onto the device as they run (host/streaming.py); the
+plan is said once in the log.
 
 Outside ComfyUI the same calls fall back to a plain per-device cache: the network
 moves to the device at first use and stays there until `release_all()`.
@@ -38,7 +44,7 @@ import os
 import threading
 from collections import OrderedDict
 
-from . import comfy, device
+from . import comfy, device, streaming
 
 log = logging.getLogger("PoseForge")
 BUDGET_ENV = "POSEFORGE_RAM_BUDGET_GB"
@@ -190,6 +196,70 @@ def use(*residents):
     else:
         mm.load_models_gpu([_patcher(r, mm) for r in residents], force_full_load=True)
     return tuple(r.net for r in residents)
+
+
+def free_memory(dev):
+    """Bytes free on `dev` for our networks (ComfyUI's own figure inside it, which counts what
+    its cache could give back); None for the CPU, whose limit is RAM (the budget's business)."""
+    if dev.type == "cpu":
+        return None
+    mm = comfy.module("comfy.model_management")
+    if mm is not None:
+        return mm.get_free_memory(dev)
+    if dev.type == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(dev)[0]
+    return None
+
+
+def _streaming_asked(mm):
+    """ComfyUI started with --lowvram or --novram."""
+    states = getattr(mm, "VRAMState", None)
+    return states is not None and getattr(mm, "vram_state", None) in (states.LOW_VRAM, states.NO_VRAM)
+
+
+@contextlib.contextmanager
+def phase(residents, streamable=(), reserve=0, what="networks"):
+    """`use(residents)` for one phase of work, yielding their modules in order; when they do
+    not fit (see the module's docstring) the `streamable` ones are streamed from RAM instead.
+    `reserve`: bytes the phase needs beside the weights (activations)."""
+    residents = [r for r in residents if r is not None]
+    mm = comfy.module("comfy.model_management")
+    dev = device.torch_device()
+    big = [r for r in residents if any(r is s for s in streamable)]
+    need = sum(r.size for r in residents if not _already_on(r.net, dev)) + reserve
+    if mm is not None and dev.type != "cpu":
+        mm.free_memory(need + mm.extra_reserved_memory(), dev)  # ComfyUI offloads idle models first
+    free = free_memory(dev)
+    asked = mm is not None and _streaming_asked(mm)
+    if not big or (not asked and (free is None or need <= free)):
+        yield use(*residents)
+        return
+    small = [r for r in residents if all(r is not b for b in big)]
+    use(*small)
+    for r in big:
+        _offload(r, mm)
+    room = (free or 0) - sum(r.size for r in small) - reserve
+    limit = max(2 ** 20, room // 4)  # two granules in flight at most, with room to spare
+    log.info("PoseForge: %s streamed from RAM block by block (%s; %.2f GiB needed, %.2f GiB free on %s; "
+             "blocks of at most %.0f MiB)", what, "--lowvram/--novram" if asked else "too little free memory",
+             need / 2 ** 30, (free or 0) / 2 ** 30, dev, limit / 2 ** 20)
+    with streaming.streamed([r.net for r in big], dev, limit):
+        yield tuple(r.net for r in residents)
+
+
+def _offload(resident, mm):
+    """Take `resident` off the compute device (out of ComfyUI's memory manager when it is in)."""
+    if mm is not None and resident.patcher is not None:
+        for loaded in list(mm.current_loaded_models):
+            if loaded.model is resident.patcher:
+                loaded.model_unload()
+                mm.current_loaded_models.remove(loaded)
+    offload = mm.unet_offload_device() if mm is not None else None
+    import torch
+
+    resident.net.to(offload or torch.device("cpu"))
 
 
 def _already_on(net, dev):

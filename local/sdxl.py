@@ -21,7 +21,7 @@ import logging
 import os
 
 from ..host import comfy, device, residency, weights
-from . import ipadapter, libs, lora, prompt, schedulers
+from . import ipadapter, libs, lora, prompt, schedulers, sdxl_file
 
 log = logging.getLogger("PoseForge")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -161,7 +161,8 @@ def _comfy_root():
 
 def checkpoint(path, dtype_name="auto"):
     """{text_encoder, text_encoder_2, unet, vae} Residents of an SDXL checkpoint, loaded at
-    first use with accelerate's low-memory path and cached by file identity."""
+    first use and cached by file identity: a .safetensors single file memory-mapped straight
+    into the modules (local/sdxl_file.py), a diffusers folder or a .ckpt through diffusers."""
     ident = weights.identity(path)
     names = ("text_encoder", "text_encoder_2", "unet", "vae")
     dtype_name = resolved(dtype_name)
@@ -170,19 +171,22 @@ def checkpoint(path, dtype_name="auto"):
         import torch
 
         check_checkpoint(path)  # reads the tensor names only: before any heavy import or load
-        diffusers = libs.diffusers()
         dtype = torch_dtype(dtype_name)
-        tok, tok2 = tokenizers()
-        common = dict(torch_dtype=dtype, local_files_only=True, tokenizer=tok, tokenizer_2=tok2,
-                      low_cpu_mem_usage=True)
-        if os.path.isdir(path):
-            pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(path, **common)
+        if not os.path.isdir(path) and path.lower().endswith(weights.SAFETENSORS):
+            configs = {part: component_config(path, part) for part in names}
+            parts = sdxl_file.sdxl_parts(path, configs, dtype, torch.float32)  # VAE in fp32: no black fp16 images
         else:
-            pipe = diffusers.StableDiffusionXLPipeline.from_single_file(path, config=config_dir(path), **common)
+            diffusers = libs.diffusers()
+            tok, tok2 = tokenizers()
+            common = dict(torch_dtype=dtype, local_files_only=True, tokenizer=tok, tokenizer_2=tok2,
+                          low_cpu_mem_usage=True)
+            if os.path.isdir(path):
+                pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(path, **common)
+            else:
+                pipe = diffusers.StableDiffusionXLPipeline.from_single_file(path, config=config_dir(path), **common)
+            parts = {name: getattr(pipe, name) for name in names}
+            parts["vae"] = parts["vae"].to(torch.float32)
         log.info("PoseForge: loaded SDXL %s (%s)", os.path.basename(path), dtype)
-        parts = {name: getattr(pipe, name) for name in names}
-        if parts["vae"].dtype != torch.float32:
-            parts["vae"] = parts["vae"].to(torch.float32)  # decode in fp32: no black fp16 images
         return parts
 
     return residency.get_group({n: ("sdxl", n, ident, dtype_name) for n in names}, load)
@@ -192,13 +196,15 @@ def controlnet(path, dtype_name="auto"):
     """The ControlNet Resident of `path` (a diffusers-key file or a diffusers folder)."""
     def load():
         check_controlnet(path)
-        diffusers = libs.diffusers()
         weights_file = _controlnet_weights(path)
         folder = os.path.dirname(weights_file)
         config = folder if os.path.exists(os.path.join(folder, "config.json")) else CONTROLNET_CONFIG_DIR
-        return diffusers.ControlNetModel.from_single_file(weights_file, config=config, local_files_only=True,
-                                                         torch_dtype=torch_dtype(dtype_name),
-                                                         low_cpu_mem_usage=True)
+        if weights_file.lower().endswith(weights.SAFETENSORS):
+            return sdxl_file.controlnet(weights_file, _json(os.path.join(config, "config.json")),
+                                        torch_dtype(dtype_name))
+        return libs.diffusers().ControlNetModel.from_single_file(weights_file, config=config, local_files_only=True,
+                                                                 torch_dtype=torch_dtype(dtype_name),
+                                                                 low_cpu_mem_usage=True)
 
     return residency.get(("controlnet", weights.identity(path), resolved(dtype_name)), load)
 
@@ -280,7 +286,6 @@ def _generate(request, step, parts, cn):
         dtype = parts["unet"].net.dtype
         embeds = {k: v.to(dev, dtype) if torch.is_tensor(v) else v for k, v in embeds.items()}
 
-        residency.use(parts["unet"], *[r for r in (cn, adapter) if r])  # phase 2: UNet (+ ControlNet, IP-Adapter)
         preview = _previewer()
         poses = request.get("poses") or [None]
         latents = []
@@ -289,8 +294,11 @@ def _generate(request, step, parts, cn):
             step(preview=preview(kwargs["latents"]) if preview else None)
             return kwargs
 
-        with (ipadapter.installed(pipe, adapter.net, ipadapter.block_scales(pipe.unet, ip["mode"], ip["scale"]))
-              if ip else contextlib.nullcontext()):
+        reserve = activations(request, dtype, with_controlnet=cn is not None)
+        with residency.phase([parts["unet"], cn, adapter], streamable=(parts["unet"], cn), reserve=reserve,
+                             what="SDXL UNet" + (" + ControlNet" if cn else "")), \
+                (ipadapter.installed(pipe, adapter.net, ipadapter.block_scales(pipe.unet, ip["mode"], ip["scale"]))
+                 if ip else contextlib.nullcontext()):  # phase 2: UNet (+ ControlNet, IP-Adapter)
             for index, pose in enumerate(poses):
                 first = request["seed"] + index * samples
                 generators = [torch.Generator("cpu").manual_seed(first + k) for k in range(samples)]
@@ -308,6 +316,17 @@ def _generate(request, step, parts, cn):
     return [img for batch in latents for img in decode(vae, batch)]
 
 
+def activations(request, dtype, with_controlnet):
+    """Bytes a sampling step needs beside the weights: ComfyUI's own estimate for SDXL (latent area
+    x batch x dtype size x 0.01 x 0.8 MiB; twice the batch with guidance), a ControlNet adding as much."""
+    import torch
+
+    batch = request["samples"] * (2 if request["guidance_scale"] > 1.0 else 1)
+    area = batch * (request["height"] // 8) * (request["width"] // 8)
+    per = int(area * torch.empty((), dtype=dtype).element_size() * 0.01 * 0.8 * 2 ** 20)
+    return per * (2 if with_controlnet else 1)
+
+
 def prompt_embeds(tokenizer, tokenizer_2, encoders, text, negative=None):
     """The pipeline's embedding arguments for `text` (and `negative`, None: no guidance), encoded as
     ComfyUI encodes a prompt (local/prompt.py)."""
@@ -320,12 +339,37 @@ def prompt_embeds(tokenizer, tokenizer_2, encoders, text, negative=None):
             "negative_pooled_prompt_embeds": against_pooled}
 
 
+VAE_BYTES = 2178 * 64 * 4  # per latent pixel: ComfyUI's estimate of an SD VAE decode, in fp32
+TILE = 64  # latent pixels a tile (512 px), overlapping by a quarter, as ComfyUI's tiled decode
+
+
 def decode(vae, latents):
-    """SDXL latents -> list of HxWx3 float32 arrays in 0..1 (VAE in its own dtype, fp32 here)."""
+    """SDXL latents -> list of HxWx3 float32 arrays in 0..1 (VAE in its own dtype, fp32 here). As
+    many images at once as the device's free memory holds by ComfyUI's estimate; tiled when one
+    does not fit, or when a decode runs out of memory anyway (said in the log)."""
+    dev = next(vae.parameters()).device
+    per_image = VAE_BYTES * latents.shape[-2] * latents.shape[-1]
+    free = residency.free_memory(dev)
+    tiled = free is not None and per_image > free
+    size = len(latents) if free is None else max(1, min(len(latents), free // per_image))
+    if tiled:
+        log.info("PoseForge: VAE decode tiled (%.2f GiB free on %s, %.2f GiB a whole image)", free / 2 ** 30,
+                 dev, per_image / 2 ** 30)
+    try:
+        return device.halving(lambda chunk: _decoded(vae, chunk, tiled), list(latents), size, "VAE decode batch")
+    except device.oom_errors():
+        if tiled:
+            raise
+        log.warning("PoseForge: out of memory decoding a whole image: decoding it in tiles")
+        device.empty_cache()
+        return device.halving(lambda chunk: _decoded(vae, chunk, True), list(latents), 1, "VAE decode batch")
+
+
+def _decoded(vae, chunk, tiled):
     import torch
 
     with torch.no_grad():
-        scaled = latents.to(next(vae.parameters()).device, torch.float32)
+        scaled = torch.stack(chunk).to(next(vae.parameters()).device, torch.float32)
         mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
         if mean is not None and std is not None:
             mean = torch.tensor(mean).view(1, -1, 1, 1).to(scaled)
@@ -333,9 +377,24 @@ def decode(vae, latents):
             scaled = scaled * std / vae.config.scaling_factor + mean
         else:
             scaled = scaled / vae.config.scaling_factor
-        images = vae.decode(scaled.to(vae.dtype)).sample
+        if tiled:
+            images = _tiled(vae, scaled.to(vae.dtype))
+        else:
+            images = vae.decode(scaled.to(vae.dtype)).sample
     images = ((images.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
     return list(images)
+
+
+def _tiled(vae, z):
+    """diffusers' tiled decode with tiles of TILE latent pixels (its default is the model's whole
+    training size, 1024 px for SDXL: no saving at the sizes people use)."""
+    saved = vae.tile_latent_min_size, vae.tile_sample_min_size, vae.tile_overlap_factor
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    vae.tile_latent_min_size, vae.tile_sample_min_size, vae.tile_overlap_factor = TILE, TILE * scale, 0.25
+    try:
+        return vae.tiled_decode(z).sample
+    finally:
+        vae.tile_latent_min_size, vae.tile_sample_min_size, vae.tile_overlap_factor = saved
 
 
 def _pil(pose):

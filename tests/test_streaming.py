@@ -1,0 +1,140 @@
+"""Cards with little VRAM: when the residency code is told the device has less free memory than
+a phase needs (or ComfyUI runs with --lowvram / --novram), the UNet and ControlNet stay in RAM
+and their blocks are streamed as they run, the VAE decodes in tiles, the plan is said once in
+the log — and the image is the same as with the whole networks on the device."""
+import logging
+
+import pytest
+import torch
+
+from test_sdxl import FAST, pose_map, pose_run, sdxl_unet, t2i
+
+from conftest import pf
+
+residency = pf("host.residency")
+streaming = pf("host.streaming")
+engine = pf("local.sdxl")
+
+
+def test_the_granules_cover_every_tensor_once(sdxl):
+    unet = sdxl_unet(sdxl)
+    limit = 2 ** 16
+    parts, loose = streaming.granules(unet, limit)
+    seen = [id(t) for p in parts for t in list(p.parameters()) + list(p.buffers())]
+    seen += [id(getattr(owner, name)) for owner, name in loose]
+    everything = [id(t) for t in list(unet.parameters()) + list(unet.buffers())]
+    assert sorted(seen) == sorted(everything)  # each once: granules are disjoint
+    assert len(parts) > 10
+    for p in parts:
+        assert type(p).__name__ not in streaming.CONTAINERS  # each is called, so its hooks fire
+        assert streaming.nbytes(p) <= limit or not list(p.children())
+
+
+def spy(monkeypatch):
+    """Counts of granules brought onto the device, per streamed run."""
+    loads = []
+    real = streaming.streamed
+
+    def counted(nets, dev, limit, on_load=None):
+        loads.append(0)
+
+        def on(module):
+            loads[-1] += 1
+
+        return real(nets, dev, limit, on_load=on)
+
+    monkeypatch.setattr(streaming, "streamed", counted)
+    return loads
+
+
+def test_too_little_free_memory_streams_and_gives_the_same_image(sdxl, monkeypatch, caplog):
+    whole = pose_run(sdxl, pose_map(3))["result"][0]
+    unet = sdxl_unet(sdxl)
+    weights = {k: v.clone() for k, v in unet.state_dict().items()}
+    loads = spy(monkeypatch)
+    monkeypatch.setattr(residency, "free_memory", lambda dev: 2 ** 20)  # a 1 MiB card
+    with caplog.at_level(logging.INFO, logger="PoseForge"):
+        streamed = pose_run(sdxl, pose_map(3))["result"][0]
+    assert torch.equal(streamed, whole)
+    plans = [r.getMessage() for r in caplog.records if "streamed from RAM" in r.getMessage()]
+    assert len(plans) == 1 and "SDXL UNet + ControlNet" in plans[0] and "too little free memory" in plans[0]
+    assert any("VAE decode tiled" in r.getMessage() for r in caplog.records)
+    assert len(loads) == 1 and loads[0] > 2 * 20  # many granules, each step (2 steps, CFG in one batch)
+    assert not unet._forward_pre_hooks and not any(m._forward_pre_hooks for m in unet.modules())  # hooks gone
+    for key, value in unet.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    again = pose_run(sdxl, pose_map(3))["result"][0]  # still streamed, still the same
+    assert torch.equal(again, whole) and len(loads) == 2
+
+
+def test_enough_free_memory_loads_whole(sdxl, monkeypatch, caplog):
+    loads = spy(monkeypatch)
+    monkeypatch.setattr(residency, "free_memory", lambda dev: 2 ** 40)
+    with caplog.at_level(logging.INFO, logger="PoseForge"):
+        t2i(sdxl)
+    assert loads == [] and not any("streamed" in r.getMessage() for r in caplog.records)
+
+
+def test_comfyuis_lowvram_flag_streams(sdxl, comfy_host, monkeypatch, caplog):
+    whole = t2i(sdxl)["result"][0]
+    mm = comfy_host.mm
+    loads = spy(monkeypatch)
+    for state in (mm.VRAMState.LOW_VRAM, mm.VRAMState.NO_VRAM):
+        monkeypatch.setattr(mm, "vram_state", state)
+        with caplog.at_level(logging.INFO, logger="PoseForge"):
+            assert torch.equal(t2i(sdxl)["result"][0], whole)
+    assert len(loads) == 2 and all(loads)
+    assert sum("--lowvram/--novram" in r.getMessage() for r in caplog.records) == 2
+    # the streamed UNet is not counted as loaded by ComfyUI; the text encoders and the VAE are
+    assert "unet" not in {m.model.model.pf_key[1] for m in comfy_host.ours()}
+
+
+def test_a_large_decode_goes_in_tiles(sdxl, monkeypatch, caplog):
+    whole = t2i(sdxl)["result"][0]
+    monkeypatch.setattr(engine, "TILE", 4)  # 8x8 latents: tiles of 4 overlapping by 1
+    monkeypatch.setattr(residency, "free_memory", lambda dev: 2 ** 20)
+    calls = []
+    real = engine._tiled
+    monkeypatch.setattr(engine, "_tiled", lambda vae, z: calls.append(z.shape) or real(vae, z))
+    with caplog.at_level(logging.INFO, logger="PoseForge"):
+        tiled = t2i(sdxl)["result"][0]
+    assert calls == [(1, 4, 8, 8)]
+    assert tiled.shape == whole.shape and torch.isfinite(tiled).all() and not torch.equal(tiled, whole)
+    vae = engine.checkpoint(pf("host.models").find(*sdxl["ckpt"]), sdxl["dtype"])["vae"].net
+    assert (vae.tile_latent_min_size, vae.tile_overlap_factor) != (4, 0.25)  # put back
+
+
+def test_a_decode_out_of_memory_retries_in_tiles(sdxl, monkeypatch, caplog):
+    whole = t2i(sdxl)["result"][0]
+    vae = engine.checkpoint(pf("host.models").find(*sdxl["ckpt"]), sdxl["dtype"])["vae"].net
+
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (test)")
+
+    monkeypatch.setattr(vae, "decode", full)
+    with caplog.at_level(logging.WARNING, logger="PoseForge"):
+        tiled = t2i(sdxl)["result"][0]
+    assert torch.equal(tiled, whole)  # one tile at this size: the same decode
+    assert any("decoding it in tiles" in r.getMessage() for r in caplog.records)
+
+
+def test_the_reserve_is_comfyuis_estimate():
+    request = dict(FAST, width=1024, height=1024, samples=1, guidance_scale=6.0)
+    assert engine.activations(request, torch.float16, False) == pytest.approx(2 * 128 * 128 * 2 * 0.008 * 2 ** 20)
+    assert engine.activations(request, torch.float16, True) == 2 * engine.activations(request, torch.float16, False)
+
+
+def test_streaming_with_an_ip_adapter_and_a_lora_gives_the_same_image(ready, lora_files, monkeypatch):
+    from test_ipadapter import adapter, run
+
+    from conftest import PACK
+
+    with_lora = PACK.NODE_CLASS_MAPPINGS["PF_SDXLLoRA"]().apply(ready, lora_files["kohya"], 1.0, 1.0)[0]
+    ip = adapter()
+    whole = run(with_lora, ip)
+    loads = spy(monkeypatch)
+    monkeypatch.setattr(residency, "free_memory", lambda dev: 2 ** 20)
+    assert torch.equal(run(with_lora, ip), whole)
+    assert len(loads) == 1 and loads[0]
+    monkeypatch.undo()
+    assert torch.equal(run(with_lora, ip), whole)  # and whole again afterwards: nothing left behind
