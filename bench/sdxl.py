@@ -128,34 +128,22 @@ def lora_costs(pack, root, handle, node, pose, args, repeats):
 REAL = os.path.join(ROOT, "bench", "out", "checkpoints", "sdxl_real_random_fp16.safetensors")
 
 
-def build_real():
-    """The real SDXL architecture with random fp16 weights, as an LDM single file."""
-    if os.path.exists(REAL):
-        return REAL
+REAL_CN = os.path.join(ROOT, "bench", "out", "controlnet", "openpose_sdxl_real_random_fp16")
+
+
+def _config(part):
     import json
 
-    import tiny_sdxl
-    from accelerate import init_empty_weights
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from safetensors.torch import save_file
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    with open(os.path.join(ROOT, "local", "sdxl_config", part, "config.json")) as f:
+        return json.load(f)
 
-    cfg = os.path.join(ROOT, "local", "sdxl_config")
 
-    def config(part):
-        with open(os.path.join(cfg, part, "config.json")) as f:
-            return json.load(f)
-
-    torch.set_default_dtype(torch.float16)  # build straight in fp16: 6.9 GB, not 14
-    with init_empty_weights():
-        parts = {"unet": UNet2DConditionModel.from_config(config("unet")),
-                 "vae": AutoencoderKL.from_config(config("vae")),
-                 "text_encoder": CLIPTextModel(CLIPTextConfig(**config("text_encoder"))),
-                 "text_encoder_2": CLIPTextModelWithProjection(CLIPTextConfig(**config("text_encoder_2")))}
-    torch.set_default_dtype(torch.float32)
-    gen = torch.Generator().manual_seed(0)
-    for net in parts.values():
-        net.to_empty(device="cpu")
+def _randomized(nets, device):
+    """Give modules built empty (meta) random fp16 weights, drawn on `device` (a GPU draws
+    billions of them in a moment), then held on the CPU: norms 1/0, the rest N(0, 0.02)."""
+    gen = torch.Generator(device).manual_seed(0)
+    for net in nets:
+        net.to_empty(device=device)
         with torch.no_grad():
             for name, p in net.named_parameters():
                 if p.ndim == 1 and "norm" in name:
@@ -164,11 +152,50 @@ def build_real():
                     p.normal_(0.0, 0.02, generator=gen)
             for b in net.buffers():
                 b.zero_()
+        net.to("cpu")
+
+
+def build_real(device="cpu"):
+    """The real SDXL architecture with random fp16 weights, as an LDM single file."""
+    if os.path.exists(REAL):
+        return REAL
+    import tiny_sdxl
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.set_default_dtype(torch.float16)  # build straight in fp16: 6.9 GB, not 14
+    with init_empty_weights():
+        parts = {"unet": UNet2DConditionModel.from_config(_config("unet")),
+                 "vae": AutoencoderKL.from_config(_config("vae")),
+                 "text_encoder": CLIPTextModel(CLIPTextConfig(**_config("text_encoder"))),
+                 "text_encoder_2": CLIPTextModelWithProjection(CLIPTextConfig(**_config("text_encoder_2")))}
+    torch.set_default_dtype(torch.float32)
+    _randomized(parts.values(), device)
     sd = {**tiny_sdxl.unet_to_ldm(parts["unet"]), **tiny_sdxl.vae_to_ldm(parts["vae"]),
           **tiny_sdxl.clip_l_to_ldm(parts["text_encoder"]), **tiny_sdxl.open_clip_to_ldm(parts["text_encoder_2"])}
     os.makedirs(os.path.dirname(REAL), exist_ok=True)
-    save_file({k: v.contiguous() for k, v in sd.items()}, REAL)
+    save_file({k: v.contiguous() for k, v in sd.items()}, REAL + ".part")
+    os.replace(REAL + ".part", REAL)
     return REAL
+
+
+def build_real_controlnet(device="cpu"):
+    """The SDXL OpenPose ControlNet architecture (OpenPoseXL2's, 2.5 GB) with random fp16
+    weights, as a diffusers folder."""
+    if os.path.exists(os.path.join(REAL_CN, "diffusion_pytorch_model.safetensors")):
+        return REAL_CN
+    from accelerate import init_empty_weights
+    from diffusers import ControlNetModel
+
+    torch.set_default_dtype(torch.float16)
+    with init_empty_weights():
+        net = ControlNetModel.from_config(_config("controlnet"))
+    torch.set_default_dtype(torch.float32)
+    _randomized([net], device)
+    net.save_pretrained(REAL_CN, safe_serialization=True)
+    return REAL_CN
 
 
 def side_comfyui(path, size, steps):

@@ -209,7 +209,11 @@ def free_memory(dev):
     if dev.type == "cuda":
         import torch
 
-        return torch.cuda.mem_get_info(dev)[0]
+        free, total = torch.cuda.mem_get_info(dev)
+        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda d: 1.0)(dev)
+        reserved = torch.cuda.memory_reserved(dev)
+        free = min(free, int(fraction * total) - reserved)  # a per-process cap counts (an 8 GB card emulated)
+        return max(0, free) + reserved - torch.cuda.memory_allocated(dev)  # plus what torch holds unused
     return None
 
 

@@ -138,3 +138,24 @@ def test_streaming_with_an_ip_adapter_and_a_lora_gives_the_same_image(ready, lor
     assert len(loads) == 1 and loads[0]
     monkeypatch.undo()
     assert torch.equal(run(with_lora, ip), whole)  # and whole again afterwards: nothing left behind
+
+
+def test_the_gpu_bench_runs_in_its_dry_run():
+    """bench/gpu.py --dry-run: every side on the tiny models on the CPU, the small-card plan
+    included, and one table — so the bench is known to run when a GPU is there."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_DIR"}
+    out = subprocess.run([sys.executable, os.path.join(root, "bench", "gpu.py"), "--dry-run"], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("PoseForge", "diffusers"))]
+    assert [(r[0], r[1]) for r in rows] == [("PoseForge", "none"), ("diffusers", "none"), ("PoseForge", "8"),
+                                            ("diffusers", "8")], out.stdout
+    for r in rows:
+        numbers = [float(x) for x in (r[2:6] if r[1] == "none" else r[3:7])]
+        assert all(x > 0 for x in numbers[:2]), r  # load and s/step measured
+    assert "UNet + ControlNet streamed" in out.stdout.splitlines()[-2]  # PoseForge under the cap
