@@ -11,7 +11,7 @@ as an LDM single file of ~6.9 GB under bench/out/), loaded and sampled by ComfyU
 checkpoint loader + KSampler and by PoseForge, each in its own process (so peak memory is
 each side's own), one after the other in one run: load time, peak RSS, seconds per step.
 
-    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/python python bench/sdxl.py real [size] [steps]
+    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/python python bench/sdxl.py real [size] [steps] [rounds]
 """
 import os
 import statistics
@@ -264,32 +264,36 @@ def _read_through(path):
             pass
 
 
-def main_real(size=512, steps=3):
+def main_real(size=512, steps=3, rounds=2):
+    """Both sides `rounds` times, the order swapped each round (this VM's memory makes whichever
+    process runs first after a big one slower); each round printed, then the best of each side."""
     import json
     import subprocess
 
     path = build_real()
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    results = {}
-    for name in ("comfyui", "poseforge"):
-        _read_through(path)  # the file in the page cache for each side alike
-        out = subprocess.run([python, os.path.abspath(__file__), "_side", name, path, str(size), str(steps)],
-                             capture_output=True, text=True, env=dict(os.environ, POSEFORGE_MODELS=""))
-        line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-        if not line:
-            sys.exit(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
-        results[name] = json.loads(line[0][7:])
-    c, p = results["comfyui"], results["poseforge"]
+    results = {"comfyui": [], "poseforge": []}
+    for r in range(rounds):
+        for name in (("comfyui", "poseforge") if r % 2 == 0 else ("poseforge", "comfyui")):
+            _read_through(path)  # the file in the page cache for each side alike
+            out = subprocess.run([python, os.path.abspath(__file__), "_side", name, path, str(size), str(steps)],
+                                 capture_output=True, text=True, env=dict(os.environ, POSEFORGE_MODELS=""))
+            line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+            if not line:
+                sys.exit(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+            results[name].append(json.loads(line[0][7:]))
     print(f"real-architecture SDXL (random fp16 weights, {os.path.getsize(path) / 2 ** 30:.2f} GiB file), "
-          f"{size}x{size}, Euler, CFG 6, CPU threads {torch.get_num_threads()}")
-    print(f"{'':14s}{'ComfyUI':>10s}{'PoseForge':>11s}{'ratio':>8s}")
+          f"{size}x{size}, Euler, CFG 6, CPU threads {torch.get_num_threads()}, {rounds} rounds")
+    print(f"{'':14s}{'ComfyUI':>22s}{'PoseForge':>22s}{'ratio (best)':>14s}")
     for key, label in (("load_s", "load (s)"), ("peak_gib", "peak (GiB)"), ("step_s", "s/step")):
-        print(f"{label:14s}{c[key]:10.2f}{p[key]:11.2f}{p[key] / c[key]:8.2f}")
+        c, p = ([r[key] for r in results[n]] for n in ("comfyui", "poseforge"))
+        each = lambda xs: " / ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+        print(f"{label:14s}{each(c):>22s}{each(p):>22s}{min(p) / min(c):14.2f}")
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["real"]:
-        main_real(*(int(a) for a in sys.argv[2:4]))
+        main_real(*(int(a) for a in sys.argv[2:5]))
     elif sys.argv[1:2] == ["_side"]:
         side(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:

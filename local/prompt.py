@@ -21,6 +21,8 @@ import logging
 import math
 import re
 
+from ..host import device as host_device
+
 log = logging.getLogger("PoseForge")
 CHUNK = 77
 GROUP = 8  # a weighted segment of at least this many tokens may be split across chunks
@@ -121,7 +123,7 @@ def _encode(encoder, tokenizer, batches, pad):
     weighted = any(w != 1.0 for b in batches for _, w in b)
     if weighted:  # the empty prompt, the point every weight scales from
         ids.append([tokenizer.bos_token_id, tokenizer.eos_token_id] + [pad] * (CHUNK - 2))
-    device = next(encoder.parameters()).device
+    device = host_device.torch_device()  # where the encoder runs (its blocks may be streamed there)
     out = encoder(torch.tensor(ids, device=device), output_hidden_states=True)
     hidden = out.hidden_states[-2]
     pooled = out.text_embeds[:1] if getattr(out, "text_embeds", None) is not None else None

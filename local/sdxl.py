@@ -273,10 +273,10 @@ def _generate(request, step, parts, cn):
     adapter = ipadapter.adapter(ip["adapter"], parts["unet"]) if ip else None
 
     with lora.applied(pipe, request.get("loras") or []):
-        with torch.no_grad():  # phase 1: text encoders (and the image encoder)
-            encoders = residency.use(parts["text_encoder"], parts["text_encoder_2"])
-            embeds = prompt_embeds(pipe.tokenizer, pipe.tokenizer_2, encoders, request["prompt"],
-                                   request["negative_prompt"] if guided else None)
+        encoders = (parts["text_encoder"], parts["text_encoder_2"])
+        with torch.no_grad(), residency.phase(encoders, streamable=encoders, what="SDXL text encoders") as nets:
+            embeds = prompt_embeds(pipe.tokenizer, pipe.tokenizer_2, nets, request["prompt"],
+                                   request["negative_prompt"] if guided else None)  # phase 1
         if ip:
             dtype = parts["unet"].net.dtype  # the image encoder and its embeddings in the UNet's dtype
             encoder = ipadapter.encoder(ip["encoder"], dtype) if isinstance(ip["encoder"], str) else ip["encoder"]
