@@ -19,7 +19,7 @@ with a library's own (diffusers models have a read-only `device`).
 
 `phase(...)` is `use` with a plan: when the networks do not fit the device's free
 memory once ComfyUI has offloaded what it can (`free_memory`), or ComfyUI runs with
---lowvram / --novram, the big ones (SDXL's UNet, the ControlNet) stay in RAM and
+--lowvram / --novram, the big ones (SDXL's text encoders, UNet and ControlNet) stay in RAM and
 their blocks are streamed onto the device as they run (host/streaming.py); the
 plan is said once in the log.
 
@@ -217,6 +217,9 @@ def free_memory(dev):
     return None
 
 
+CAST_BLOCK = 256 * 2 ** 20  # bytes cast at a time for a network stored narrower than it computes
+
+
 def _streaming_asked(mm):
     """ComfyUI started with --lowvram or --novram."""
     states = getattr(mm, "VRAMState", None)
@@ -237,19 +240,22 @@ def phase(residents, streamable=(), reserve=0, what="networks"):
         mm.free_memory(need + mm.extra_reserved_memory(), dev)  # ComfyUI offloads idle models first
     free = free_memory(dev)
     asked = mm is not None and _streaming_asked(mm)
-    if not big or (not asked and (free is None or need <= free)):
-        yield use(*residents)
-        return
-    small = [r for r in residents if all(r is not b for b in big)]
+    moving = [] if not big or (not asked and (free is None or need <= free)) else big
+    small = [r for r in residents if all(r is not b for b in moving)]
     use(*small)
-    for r in big:
-        _offload(r, mm)
-    room = (free or 0) - sum(r.size for r in small) - reserve
-    limit = max(2 ** 20, room // 4)  # two granules in flight at most, with room to spare
-    log.info("PoseForge: %s streamed from RAM block by block (%s; %.2f GiB needed, %.2f GiB free on %s; "
-             "blocks of at most %.0f MiB)", what, "--lowvram/--novram" if asked else "too little free memory",
-             need / 2 ** 30, (free or 0) / 2 ** 30, dev, limit / 2 ** 20)
-    with streaming.streamed([r.net for r in big], dev, limit):
+    cast = [r.net for r in small if getattr(r.net, "pf_compute_dtype", None) is not None]
+    with contextlib.ExitStack() as stack:
+        if cast:  # stored narrower than they compute: cast block by block as they run
+            stack.enter_context(streaming.streamed(cast, dev, CAST_BLOCK))
+        if moving:
+            for r in moving:
+                _offload(r, mm)
+            room = (free or 0) - sum(r.size for r in small) - reserve
+            limit = max(2 ** 20, room // 4)  # two granules in flight at most, with room to spare
+            log.info("PoseForge: %s streamed from RAM block by block (%s; %.2f GiB needed, %.2f GiB free on %s; "
+                     "blocks of at most %.0f MiB)", what, "--lowvram/--novram" if asked else "too little free memory",
+                     need / 2 ** 30, (free or 0) / 2 ** 30, dev, limit / 2 ** 20)
+            stack.enter_context(streaming.streamed([r.net for r in moving], dev, limit))
         yield tuple(r.net for r in residents)
 
 

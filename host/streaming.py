@@ -9,6 +9,10 @@ device for the whole phase. The RAM copies are never changed, so nothing is copi
 and the result is the same computation as with the whole network on the device — the
 same image for the same seed. ComfyUI streams its own models layer by layer through its
 cast-weight layers; ours are plain torch layers, so this is the equivalent for them.
+
+A network tagged `pf_compute_dtype` (stored in 16 bits, computed wider: the text encoders on
+the CPU, as ComfyUI keeps them) has each granule cast as it is brought over, whether it fits
+the device or not.
 """
 import contextlib
 
@@ -44,9 +48,12 @@ def streamed(nets, dev, limit, on_load=None):
     `on_load(granule)` is called each time one is brought over (tests count them)."""
     handles, kept = [], []  # kept: (tensor, its RAM data) to put back at the end
 
-    def onto(tensors):
+    def moved(t, dtype):
+        return t.to(dev, dtype) if dtype is not None and t.is_floating_point() else t.to(dev)
+
+    def onto(tensors, dtype):
         for t in tensors:
-            t.data = t.pf_ram.to(dev)
+            t.data = moved(t.pf_ram, dtype)
 
     def back(tensors):
         for t in tensors:
@@ -54,20 +61,21 @@ def streamed(nets, dev, limit, on_load=None):
 
     try:
         for net in nets:
+            dtype = getattr(net, "pf_compute_dtype", None)  # stored narrower than it computes (see sdxl_file)
             parts, loose = granules(net, limit)
             for owner, name in loose:
                 t = getattr(owner, name)
                 if t is not None:
                     kept.append((t, t.data))
-                    t.data = t.data.to(dev)
+                    t.data = moved(t.data, dtype)
             for part in parts:
                 tensors = [t for t in list(part.parameters()) + list(part.buffers())]
                 for t in tensors:
                     t.pf_ram = t.data
                     kept.append((t, t.data))
 
-                def pre(module, args, tensors=tensors):
-                    onto(tensors)
+                def pre(module, args, tensors=tensors, dtype=dtype):
+                    onto(tensors, dtype)
                     if on_load:
                         on_load(module)
 

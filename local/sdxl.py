@@ -174,7 +174,8 @@ def checkpoint(path, dtype_name="auto"):
         dtype = torch_dtype(dtype_name)
         if not os.path.isdir(path) and path.lower().endswith(weights.SAFETENSORS):
             configs = {part: component_config(path, part) for part in names}
-            parts = sdxl_file.sdxl_parts(path, configs, dtype, torch.float32)  # VAE in fp32: no black fp16 images
+            on_cpu = device.torch_device().type == "cpu"  # text encoders as stored there (RAM), as ComfyUI
+            parts = sdxl_file.sdxl_parts(path, configs, dtype, torch.float32, text_as_stored=on_cpu)  # VAE in fp32
         else:
             diffusers = libs.diffusers()
             tok, tok2 = tokenizers()
@@ -267,7 +268,11 @@ def _generate(request, step, parts, cn):
     dev = device.torch_device()
     sched, call = schedulers.build(request["scheduler"], component_config(request["ckpt"], "scheduler",
                                                                           "scheduler_config.json"))
-    pipe = _pipeline({name: r.net for name, r in parts.items()}, sched, cn.net if cn else None, dev)
+    nets = {name: r.net for name, r in parts.items()}
+    pipe = _pipeline(nets, sched, cn.net if cn else None, dev)  # the LoRAs go in through it
+    # it samples without the text encoders: it would cast our embeddings to their dtype, which on
+    # the CPU (stored in 16 bits, see sdxl_file) is not the UNet's
+    sampler = _pipeline(dict(nets, text_encoder=None, text_encoder_2=None), sched, cn.net if cn else None, dev)
     samples, guided = request["samples"], request["guidance_scale"] > 1.0
     ip = request.get("ip_adapter")
     adapter = ipadapter.adapter(ip["adapter"], parts["unet"]) if ip else None
@@ -310,7 +315,7 @@ def _generate(request, step, parts, cn):
                     args.update(image=_pil(pose), controlnet_conditioning_scale=request["controlnet_scale"],
                                 control_guidance_start=request["control_start"],
                                 control_guidance_end=request["control_end"])
-                latents.append(pipe(**args).images)
+                latents.append(sampler(**args).images)
 
     vae, = residency.use(parts["vae"])  # phase 3: VAE, in fp32
     return [img for batch in latents for img in decode(vae, batch)]

@@ -138,9 +138,14 @@ def empty(build):
         return build()
 
 
-def sdxl_parts(path, configs, dtype, vae_dtype):
+def sdxl_parts(path, configs, dtype, vae_dtype, text_as_stored=False):
     """{text_encoder, text_encoder_2, unet, vae} diffusers/transformers modules of the SDXL
-    single file `path` (LDM layout), `configs`: {part: config dict}."""
+    single file `path` (LDM layout), `configs`: {part: config dict}. `text_as_stored`: the text
+    encoders keep the file's 16-bit floats when `dtype` is wider (ComfyUI's choice on the CPU: half
+    the RAM), tagged `pf_compute_dtype` so each block is cast to `dtype` as it runs
+    (host/streaming.py) — the same numbers as casting them here."""
+    import torch
+
     diffusers, transformers = libs.diffusers(), libs.transformers()
     from diffusers.loaders import single_file_utils as su
 
@@ -150,11 +155,16 @@ def sdxl_parts(path, configs, dtype, vae_dtype):
         fill(unet, su.convert_ldm_unet_checkpoint(sd, unet.config), dtype, mapped)
         vae = empty(lambda: diffusers.AutoencoderKL.from_config(configs["vae"]))
         fill(vae, su.convert_ldm_vae_checkpoint(sd, vae.config), vae_dtype, mapped)
+        stored = next((t.dtype for k, t in sd.items() if k.startswith(CLIP_L) and t.is_floating_point()), dtype)
+        narrow = text_as_stored and stored in (torch.float16, torch.bfloat16) and dtype.itemsize > stored.itemsize
+        text_dtype = stored if narrow else dtype
         te = empty(lambda: transformers.CLIPTextModel(transformers.CLIPTextConfig(**configs["text_encoder"])))
-        fill(te, _unwrapped(te, su.convert_ldm_clip_checkpoint(sd, remove_prefix=CLIP_L)), dtype, mapped)
+        fill(te, _unwrapped(te, su.convert_ldm_clip_checkpoint(sd, remove_prefix=CLIP_L)), text_dtype, mapped)
         te2 = empty(lambda: transformers.CLIPTextModelWithProjection(
             transformers.CLIPTextConfig(**configs["text_encoder_2"])))
-        fill(te2, _unwrapped(te2, su.convert_open_clip_checkpoint(te2, sd, prefix=OPEN_CLIP)), dtype, mapped)
+        fill(te2, _unwrapped(te2, su.convert_open_clip_checkpoint(te2, sd, prefix=OPEN_CLIP)), text_dtype, mapped)
+        if narrow:
+            te.pf_compute_dtype = te2.pf_compute_dtype = dtype
     return {"text_encoder": te, "text_encoder_2": te2, "unet": unet, "vae": vae}
 
 

@@ -3,6 +3,7 @@ a phase needs (or ComfyUI runs with --lowvram / --novram), the UNet and ControlN
 and their blocks are streamed as they run, the VAE decodes in tiles, the plan is said once in
 the log — and the image is the same as with the whole networks on the device."""
 import logging
+import os
 
 import pytest
 import torch
@@ -160,3 +161,45 @@ def test_the_gpu_bench_runs_in_its_dry_run():
         numbers = [float(x) for x in (r[2:6] if r[1] == "none" else r[3:7])]
         assert all(x > 0 for x in numbers[:2]), r  # load and s/step measured
     assert "UNet + ControlNet streamed" in out.stdout.splitlines()[-2]  # PoseForge under the cap
+
+
+def test_text_encoders_stay_in_16_bits_on_the_cpu_and_give_the_same_image(sdxl_files, tiny_root, no_network,
+                                                                           monkeypatch):
+    """On the CPU (fp32 sampling) the text encoders of a 16-bit file keep its dtype in RAM, as
+    ComfyUI keeps them, and are cast block by block as they encode: the same image as when
+    they are cast at load, and nothing of the cast left behind."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from conftest import PACK
+
+    _, path, _ = sdxl_files
+    half = os.path.join(os.path.dirname(path), "tiny_sdxl_fp16.safetensors")
+    if not os.path.exists(half):
+        save_file({k: v.half() for k, v in load_file(path).items()}, half)
+        shutil.copytree(os.path.splitext(path)[0] + ".config", os.path.splitext(half)[0] + ".config")
+    models = pf("host.models")
+    models.set_models_root(tiny_root)
+    try:
+        handle = PACK.NODE_CLASS_MAPPINGS["PF_SDXLLoader"]().load("tiny_sdxl_fp16.safetensors")[0]
+        residency.release_all()
+        narrow = t2i(handle)["result"][0]
+        parts = engine.checkpoint(models.find(*handle["ckpt"]), handle["dtype"])
+        for name in ("text_encoder", "text_encoder_2"):
+            net = parts[name].net
+            assert {p.dtype for p in net.parameters()} == {torch.float16} and net.pf_compute_dtype == torch.float32
+        assert {p.dtype for p in parts["unet"].net.parameters()} == {torch.float32}
+        assert narrow.dtype == torch.float32 and torch.isfinite(narrow).all()
+
+        real = pf("local.sdxl_file").sdxl_parts
+        monkeypatch.setattr(pf("local.sdxl_file"), "sdxl_parts",
+                            lambda *a, **k: real(*a, **dict(k, text_as_stored=False)))
+        residency.release_all()
+        wide = t2i(handle)["result"][0]
+        parts = engine.checkpoint(models.find(*handle["ckpt"]), handle["dtype"])
+        assert {p.dtype for p in parts["text_encoder"].net.parameters()} == {torch.float32}
+        assert torch.equal(narrow, wide)
+    finally:
+        residency.release_all()
+        models.set_models_root(None)
