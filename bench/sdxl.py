@@ -266,7 +266,8 @@ def _read_through(path):
 
 def main_real(size=512, steps=3, rounds=2):
     """Both sides `rounds` times, the order swapped each round (this VM's memory makes whichever
-    process runs first after a big one slower); each round printed, then the best of each side."""
+    process runs first after a big one slower); each round printed, then the ratio of the medians
+    (one fast or slow outlier on this VM moves a best-of ratio by half)."""
     import json
     import subprocess
 
@@ -284,11 +285,13 @@ def main_real(size=512, steps=3, rounds=2):
             results[name].append(json.loads(line[0][7:]))
     print(f"real-architecture SDXL (random fp16 weights, {os.path.getsize(path) / 2 ** 30:.2f} GiB file), "
           f"{size}x{size}, Euler, CFG 6, CPU threads {torch.get_num_threads()}, {rounds} rounds")
-    print(f"{'':14s}{'ComfyUI':>22s}{'PoseForge':>22s}{'ratio (best)':>14s}")
+    width = 8 * rounds
+    print(f"{'':12s}{'ComfyUI':>{width}s}{'PoseForge':>{width}s}{'ratio per round':>{width}s}{'ratio (medians)':>17s}")
     for key, label in (("load_s", "load (s)"), ("peak_gib", "peak (GiB)"), ("step_s", "s/step")):
         c, p = ([r[key] for r in results[n]] for n in ("comfyui", "poseforge"))
         each = lambda xs: " / ".join(f"{x:.2f}" for x in xs)  # noqa: E731
-        print(f"{label:14s}{each(c):>22s}{each(p):>22s}{min(p) / min(c):14.2f}")
+        print(f"{label:12s}{each(c):>{width}s}{each(p):>{width}s}{each([b / a for a, b in zip(c, p)]):>{width}s}"
+              f"{statistics.median(p) / statistics.median(c):17.2f}")
 
 
 if __name__ == "__main__":
