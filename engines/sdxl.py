@@ -15,7 +15,6 @@ DTYPES = ["auto", "fp16", "bf16", "fp32"]
 SCHEDULERS = schedulers.NAMES
 POSE_FITS = ["fit", "crop", "stretch"]
 NO_LOADER = ("checkpoints", "an SDXL checkpoint: connect a PF_SDXLLoader node to the `sdxl` input", None)
-LORA_SOURCE = "https://civitai.com or https://huggingface.co (an SDXL LoRA)"
 SIZE = (64, 4096)  # what the local engine takes, in multiples of 8 (the widgets start at 256)
 
 
@@ -67,7 +66,7 @@ def check(request):
 def files(request):
     """{role: (folder, file, source)}: ckpt, controlnet (pose runs), lora0.. (PF_SDXLLoRA), ipadapter and
     clip_vision (with an image prompt)."""
-    from ..local import sdxl
+    from ..local import lora, sdxl
 
     check(request)
     sdxl_handle = request["sdxl"]
@@ -79,8 +78,8 @@ def files(request):
             raise SDXLRequestError("PF_SDXLOpenPose needs an OpenPose ControlNet: choose one in PF_SDXLLoader's "
                                    f"`controlnet` (it is 'none'). Get one from {sdxl.OPENPOSE_SOURCE}.")
         wanted["controlnet"] = ("controlnet", sdxl_handle["controlnet"], sdxl.OPENPOSE_SOURCE)
-    for index, lora in enumerate(sdxl_handle.get("loras", [])):
-        wanted[f"lora{index}"] = ("loras", lora["name"], LORA_SOURCE)
+    for index, spec in enumerate(sdxl_handle.get("loras", [])):
+        wanted[f"lora{index}"] = ("loras", spec["name"], lora.SOURCE)
     if request.get("ip_adapter") is not None:
         wanted.update(ipadapter.files(request["ip_adapter"]))
     return wanted

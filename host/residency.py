@@ -68,7 +68,7 @@ class Resident:
     @property
     def size(self):
         """Bytes of parameters and buffers (what ComfyUI counts)."""
-        return sum(t.nelement() * t.element_size() for t in self.net.state_dict().values())
+        return streaming.nbytes(self.net)
 
     def __repr__(self):
         return f"Resident({self.key!r}, {self.size / 2 ** 20:.1f} MiB)"

@@ -20,6 +20,7 @@ CONTAINERS = ("ModuleList", "ModuleDict", "ParameterList", "ParameterDict")  # n
 
 
 def nbytes(module):
+    """Bytes of a module's parameters and buffers (what ComfyUI counts for a model)."""
     return sum(t.nelement() * t.element_size() for t in module.state_dict().values())
 
 
@@ -69,7 +70,7 @@ def streamed(nets, dev, limit, on_load=None):
                     kept.append((t, t.data))
                     t.data = moved(t.data, dtype)
             for part in parts:
-                tensors = [t for t in list(part.parameters()) + list(part.buffers())]
+                tensors = list(part.parameters()) + list(part.buffers())
                 for t in tensors:
                     t.pf_ram = t.data
                     kept.append((t, t.data))

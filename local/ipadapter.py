@@ -21,8 +21,8 @@ an adapter is exactly a plain run.
 import contextlib
 import functools
 import hashlib
-import os
 import itertools
+import os
 import threading
 import weakref
 from collections import OrderedDict

@@ -282,13 +282,12 @@ def _generate(request, step, parts, cn):
         with torch.no_grad(), residency.phase(encoders, streamable=encoders, what="SDXL text encoders") as nets:
             embeds = prompt_embeds(pipe.tokenizer, pipe.tokenizer_2, nets, request["prompt"],
                                    request["negative_prompt"] if guided else None)  # phase 1
+        dtype = parts["unet"].net.dtype  # the embeddings (and the image encoder) in the UNet's dtype
         if ip:
-            dtype = parts["unet"].net.dtype  # the image encoder and its embeddings in the UNet's dtype
             encoder = ipadapter.encoder(ip["encoder"], dtype) if isinstance(ip["encoder"], str) else ip["encoder"]
             image_embeds = ipadapter.image_embeds(encoder, ip["info"], ip["images"], ip["negative"], ip["combine"],
                                                   guided=guided)
             embeds["ip_adapter_image_embeds"] = [image_embeds.to(dev, dtype)]
-        dtype = parts["unet"].net.dtype
         embeds = {k: v.to(dev, dtype) if torch.is_tensor(v) else v for k, v in embeds.items()}
 
         preview = _previewer()
@@ -328,7 +327,7 @@ def activations(request, dtype, with_controlnet):
 
     batch = request["samples"] * (2 if request["guidance_scale"] > 1.0 else 1)
     area = batch * (request["height"] // 8) * (request["width"] // 8)
-    per = int(area * torch.empty((), dtype=dtype).element_size() * 0.01 * 0.8 * 2 ** 20)
+    per = int(area * dtype.itemsize * 0.01 * 0.8 * 2 ** 20)
     return per * (2 if with_controlnet else 1)
 
 

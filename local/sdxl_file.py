@@ -15,6 +15,7 @@ The header is checked before anything is mapped into a tensor: known dtypes, off
 the file and in order, each tensor's bytes = its shape x its element size.
 """
 import json
+import math
 import mmap
 import os
 import struct
@@ -67,11 +68,9 @@ class Mapped:
                 begin, end = (int(n) for n in info["data_offsets"])
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise SafetensorsError(f"{path}: tensor {name!r} has a malformed entry ({exc!r})") from exc
-            count = 1
-            for n in shape:
-                count *= n
-            itemsize = torch.empty((), dtype=dtype).element_size()
-            if min(shape, default=0) < 0 or not 0 <= begin <= end <= size - start or end - begin != count * itemsize:
+            count = math.prod(shape)
+            fits = 0 <= begin <= end <= size - start and end - begin == count * dtype.itemsize
+            if min(shape, default=0) < 0 or not fits:
                 raise SafetensorsError(f"{path}: tensor {name!r} does not fit the file (offsets {begin}..{end}, "
                                        f"shape {shape}, {info['dtype']})")
             spans.append((begin, end))
