@@ -11,8 +11,6 @@ from ..host import residency, weights
 from . import pose_files, pose_render
 
 BODY, HAND, FACE = "body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"
-
-
 REPO = "lllyasviel/Annotators"
 
 
@@ -124,9 +122,3 @@ def detect_people(det, image, hands=False, face=False):
                 person["face"] = norm(face_points(det.face_estimation, body, bgr))
             people.append(person)
     return people
-
-
-def extract(det, photo, resolution, hands=False, face=False):
-    """One HxWx3 uint8 RGB photo -> POSE_KEYPOINT frame (normalized coordinates, canvas = photo size)."""
-    found = detect_people(det, detect_resized(photo, resolution), hands, face)
-    return pose_render.frame(found, photo.shape[1], photo.shape[0])
