@@ -11,7 +11,10 @@ A run puts its LoRAs into the shared UNet and text encoders (`applied`): diffuse
 loads each file into peft layers, sets `strength_model` on the UNet and `strength_clip` on both
 text encoders, and the layers are fused into the weights, so sampling costs what it costs
 without a LoRA. The weights they change are kept aside first and copied back afterwards, also
-after a cancel or an error: the next run sees the networks exactly, bit for bit, as they were.
+after a cancel or an error, and so is the rest of what LoRA loading changes on a network (peft
+freezes every parameter, `requires_grad` False, which makes some CPU kernels round otherwise;
+diffusers sets attributes such as `peft_config` and `lora_scale`): the next run sees the
+networks exactly as they were and gives the same image, bit for bit.
 A LoRA's tensors are a Resident (host/residency.py): cached, counted by ComfyUI's memory manager
 while on the device.
 """
@@ -102,6 +105,24 @@ def _tuned(components):
     return [(name, m) for name, model in components.items() for m in model.modules() if isinstance(m, BaseTunerLayer)]
 
 
+def _state(components):
+    """What LoRA loading changes on the networks besides their weights: each parameter's
+    `requires_grad` and the attributes set on the network itself."""
+    return [(model, dict(vars(model)), [(p, p.requires_grad) for p in model.parameters()])
+            for model in components.values()]
+
+
+def _restore(state):
+    for model, attrs, flags in state:
+        for name in set(vars(model)) - set(attrs):
+            delattr(model, name)
+        for name, value in attrs.items():
+            if vars(model).get(name) is not value:
+                setattr(model, name, value)
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
 @contextlib.contextmanager
 def applied(pipe, loras):
     """`loras` [(path, strength_model, strength_clip)] in pipe's UNet and text encoders for the block."""
@@ -111,6 +132,7 @@ def applied(pipe, loras):
     libs.load("peft")
     components = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
     kept = []  # (parameter, its values before the LoRAs)
+    state = _state(components)
     try:
         names = []
         for index, (path, _, _) in enumerate(loras):
@@ -128,6 +150,7 @@ def applied(pipe, loras):
                      if p is not None]
         pipe.fuse_lora(components=[part for part in components if present.get(part)], adapter_names=names)
         pipe.unload_lora_weights()  # the peft layers go; their sum stays in the weights for the run
+        _restore(state)  # the run samples as a run without LoRA would, but for the weights
         yield
     finally:
         if _tuned(components):
@@ -137,3 +160,4 @@ def applied(pipe, loras):
         with torch.no_grad():
             for param, before in kept:
                 param.copy_(before)
+        _restore(state)

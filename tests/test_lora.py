@@ -119,3 +119,64 @@ def test_a_lora_is_known_to_comfyuis_memory_manager_and_a_cancel_restores(plain,
     comfy_host._callbacks.clear()
     comfy_host.interrupt(False)
     assert torch.equal(t2i(plain), fresh)
+
+
+# -- a real-architecture-shaped UNet: SDXL's widths and attention processors ------------------------
+@pytest.fixture(scope="module")
+def wide(sdxl_files, tmp_path_factory):
+    """A diffusers SDXL pipeline whose UNet has SDXL's real layer widths (320 and 640 channels, 64-wide
+    heads, two transformer layers at 640, 2048-wide text features, the real added-time embedding)
+    and a kohya UNet-only LoRA for it (attn1/attn2 q/k/v/out and ff, as the issue's file)."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    import tiny_lora
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(320, 640), layers_per_block=1, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(5, 10), use_linear_projection=True, transformer_layers_per_block=(1, 2),
+        cross_attention_dim=2048, addition_embed_type="text_time", addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816)
+    built, _, _ = sdxl_files
+    file = tmp_path_factory.mktemp("wide") / "unet-only.safetensors"
+    state = tiny_lora.kohya(dict(built, unet=unet), scale=0.05)
+    save_file({k: v.contiguous() for k, v in state.items() if k.startswith("lora_unet_")}, str(file))
+    tok, tok2 = pf("local.sdxl").tokenizers()
+    pipe = StableDiffusionXLPipeline(vae=built["vae"], text_encoder=built["text_encoder"],
+                                     text_encoder_2=built["text_encoder_2"], tokenizer=tok, tokenizer_2=tok2,
+                                     unet=unet, scheduler=EulerDiscreteScheduler(), add_watermarker=False)
+    return pipe, str(file)
+
+
+def _unet_out(unet):
+    g = torch.Generator().manual_seed(3)
+    sample, text = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 77, 2048, generator=g)  # a guided batch
+    added = {"text_embeds": torch.randn(2, 1280, generator=g),
+             "time_ids": torch.tensor([[1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0]] * 2)}
+    with torch.no_grad():
+        return unet(sample.to(unet.dtype), torch.tensor(500.0), text.to(unet.dtype),
+                    added_cond_kwargs={k: v.to(unet.dtype) for k, v in added.items()}).sample
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_on_sdxl_widths_strength_zero_is_no_lora_and_later_runs_are_fresh(wide, dtype):
+    """Bit for bit: a UNet-only LoRA at strength 0 is no LoRA, and a plain run after a LoRA run, after
+    an error and after a cancel inside one, is the first plain run. (peft freezes every parameter;
+    in 16 bits the CPU kernels then round otherwise: that is restored too.)"""
+    pipe, file = wide
+    pipe.unet.to(dtype)
+    fresh = _unet_out(pipe.unet)
+    with lora.applied(pipe, [(file, 0.0, 0.0)]):
+        assert torch.equal(_unet_out(pipe.unet), fresh)
+    assert torch.equal(_unet_out(pipe.unet), fresh)
+    with lora.applied(pipe, [(file, 1.0, 1.0)]):
+        assert not torch.equal(_unet_out(pipe.unet), fresh)
+    assert torch.equal(_unet_out(pipe.unet), fresh)
+    for stop in (RuntimeError("a failing step"), pf("host.cancel").Cancelled("cancel mid-run")):
+        with pytest.raises(type(stop)):
+            with lora.applied(pipe, [(file, 0.8, 0.0)]):
+                raise stop
+        assert torch.equal(_unet_out(pipe.unet), fresh)
+    assert all(p.requires_grad for p in pipe.unet.parameters()) and not hasattr(pipe.unet, "peft_config")
