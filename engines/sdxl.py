@@ -132,7 +132,7 @@ def local(request, paths):
         info, _ = local_ip.check_pair(paths["ipadapter"], encoder)  # they fit: before any load
         job["ip_adapter"] = dict(request["ip_adapter"], adapter=paths["ipadapter"], encoder=encoder, info=info)
     count = len(job.get("poses") or [None])
-    with Progress(request["num_inference_steps"] * count, "SDXL") as bar:
+    with Progress(sdxl.evaluations(job) * count, "SDXL") as bar:  # what is computed: Heun, DPM2 evaluate twice a step
         out = sdxl.generate(job, bar.step)
     result = torch.from_numpy(np.stack(out).astype(np.float32))
     return (result,), {"image_count": len(out), "seed": request["seed"]}

@@ -62,3 +62,17 @@ def build(name, config):
     check(name)
     _, _, cls_name, options, call = TABLE[name]
     return getattr(libs.diffusers(), cls_name).from_config(config, **options), dict(call)
+
+
+def evaluations(name, config, steps):
+    """UNet evaluations (the pipeline's step callbacks) `steps` steps of `name` take: its timesteps.
+    The second-order samplers (Heun, DPM2, DPM2 a, DPM++ SDE) evaluate twice a step but the last,
+    2 x steps - 1; PNDM once more than steps."""
+    scheduler, _ = build(name, config)
+    scheduler.set_timesteps(steps)
+    return len(scheduler.timesteps)
+
+
+def order(name):
+    """UNet evaluations a step of `name` costs (1 or 2), for the README's table."""
+    return getattr(libs.diffusers(), TABLE[name][2]).order

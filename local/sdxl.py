@@ -246,6 +246,12 @@ def _pipeline(nets, sched, cn_net, dev):
     return pipe
 
 
+def evaluations(request):
+    """How many times `generate` calls `step` per pose: the UNet evaluations of its scheduler."""
+    config = component_config(request["ckpt"], "scheduler", "scheduler_config.json")
+    return schedulers.evaluations(request["scheduler"], config, request["num_inference_steps"])
+
+
 def generate(request, step):
     """Run one SDXL job. request: the sampler's inputs (prompt, negative_prompt, width, height,
     num_inference_steps, guidance_scale, scheduler, seed, samples; for ControlNet runs
@@ -253,7 +259,8 @@ def generate(request, step):
     without poses), dtype, `poses` (HxWx3 uint8 maps at the output size, or absent), `loras`
     [(path, strength_model, strength_clip)] and `ip_adapter` (the engines/ipadapter handle plus
     the `adapter` path, the `encoder` (a path, or a CLIP_VISION ComfyUI loaded) and the adapter's
-    `info` from local/ipadapter.check_pair, or None). `step(preview=None)` is called after every sampler step. Returns a list of HxWx3
+    `info` from local/ipadapter.check_pair, or None). `step(preview=None)` is called after every UNet
+    evaluation (`evaluations(request)` times per pose). Returns a list of HxWx3
     float32 arrays in 0..1: per pose (or once without poses), `samples` images with seeds seed,
     seed+1, ..."""
     parts = checkpoint(request["ckpt"], request["dtype"])

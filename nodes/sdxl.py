@@ -111,7 +111,7 @@ class PF_SDXLOpenPose:
     @classmethod
     def INPUT_TYPES(cls):
         required = {"pose": ("PF_POSE,IMAGE", {"tooltip": "PF_POSE from OpenPose Extract, or a pose-map IMAGE"})}
-        required.update(_sampling_inputs("DPM2 Karras", 30))
+        required.update(_sampling_inputs("DPM Multi", 30))  # one evaluation a step, on both backends
         required["controlnet_scale"] = ("FLOAT", {"default": 0.5, "min": 0.0, "max": 2.0, "step": 0.05,
                                                   "tooltip": LOCAL_TIP})
         required["control_start"] = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01})

@@ -95,5 +95,6 @@ def test_readme_scheduler_table_is_the_scheduler_table():
             if line.startswith("| `")]
     rows = rows[:len(table)]
     assert [r.split("`")[1] for r in rows] == list(table)
-    for row, (segmind, comfy, cls, _, _) in zip(rows, table.values()):
-        assert comfy in row and f"`{cls}`" in row and row.endswith("| yes |" if segmind else "| local only |"), row
+    for row, (name, (segmind, comfy, cls, _, _)) in zip(rows, table.items()):
+        assert comfy in row and f"`{cls}`" in row, row
+        assert row.endswith(f"| {pf('local.schedulers').order(name)} | " + ("yes |" if segmind else "local only |")), row

@@ -129,6 +129,15 @@ def test_phases_cancel_and_progress_in_comfyui(sdxl, comfy_host):
     assert len(comfy_host.progress) == 1
 
 
+@pytest.mark.parametrize("name,evaluations", [("DPM2 Karras", 5), ("Heun", 5), ("DPM++ SDE Karras", 5),
+                                              ("DPM++ 2M Karras", 3)])
+def test_the_bar_counts_what_is_computed(sdxl, comfy_host, name, evaluations):
+    """A second-order sampler evaluates the UNet twice a step (but the last): the bar's total is what
+    runs, so it reaches its end when the sampling does, not halfway (ComfyUI clamps at the total)."""
+    pose_run(sdxl, pose_map(), scheduler=name, num_inference_steps=3)
+    assert [(v, t) for v, t, _ in comfy_host.progress] == [(k, evaluations) for k in range(1, evaluations + 1)]
+
+
 def sdxl_unet(handle):
     path = models.find(*handle["ckpt"])
     return engine.checkpoint(path, handle["dtype"])["unet"].net
