@@ -15,6 +15,7 @@ DTYPES = ["auto", "fp16", "bf16", "fp32"]
 SCHEDULERS = schedulers.NAMES
 POSE_FITS = ["fit", "crop", "stretch"]
 NO_LOADER = ("checkpoints", "an SDXL checkpoint: connect a PF_SDXLLoader node to the `sdxl` input", None)
+NO_CONTROLNET = "an OpenPose ControlNet for PF_SDXLOpenPose: choose one in PF_SDXLLoader's `controlnet` (it is 'none')"
 SIZE = (64, 4096)  # what the local engine takes, in multiples of 8 (the widgets start at 256)
 
 
@@ -73,11 +74,8 @@ def files(request):
     if sdxl_handle is None:
         return {"ckpt": NO_LOADER}
     wanted = {"ckpt": (*sdxl_handle["ckpt"], sdxl.SDXL_SOURCE)}
-    if is_pose(request):
-        if sdxl_handle["controlnet"] is None:
-            raise SDXLRequestError("PF_SDXLOpenPose needs an OpenPose ControlNet: choose one in PF_SDXLLoader's "
-                                   f"`controlnet` (it is 'none'). Get one from {sdxl.OPENPOSE_SOURCE}.")
-        wanted["controlnet"] = ("controlnet", sdxl_handle["controlnet"], sdxl.OPENPOSE_SOURCE)
+    if is_pose(request):  # none chosen: missing for the local side only (Segmind needs no ControlNet file)
+        wanted["controlnet"] = ("controlnet", sdxl_handle["controlnet"] or NO_CONTROLNET, sdxl.OPENPOSE_SOURCE)
     for index, spec in enumerate(sdxl_handle.get("loras", [])):
         wanted[f"lora{index}"] = ("loras", spec["name"], lora.SOURCE)
     if request.get("ip_adapter") is not None:

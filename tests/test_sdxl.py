@@ -167,14 +167,19 @@ def test_missing_files_and_missing_loader(models_root, no_key):
         Text2Image().generate(backend="local", **FAST)
 
 
-def test_text2image_loader_without_controlnet_cannot_pose(sdxl_files, tiny_root):
+def test_a_loader_without_controlnet_poses_on_segmind_but_not_here(sdxl_files, tiny_root, fake):
+    """The missing ControlNet is the local side's: Segmind needs no ControlNet file, so `segmind` runs
+    (and `auto` falls back to it), while `local` names what to choose and where to get it."""
     models.set_models_root(tiny_root)
-    try:
-        handle = Loader().load("tiny_sdxl.safetensors", "none")[0]
-        with pytest.raises(requests_.SDXLRequestError, match="needs an OpenPose ControlNet"):
-            pose_run(handle, pose_map())
-    finally:
-        models.set_models_root(None)
+    handle = Loader().load("tiny_sdxl.safetensors", "none")[0]
+    with pytest.raises(models.MissingModelFiles, match="choose one in PF_SDXLLoader's `controlnet`.*thibaud"):
+        pose_run(handle, pose_map())
+    pose = {"map": pose_map(), "keypoints": [], "source": torch.rand(1, 32, 32, 3)}
+    for backend in ("segmind", "auto"):
+        args = dict(FAST, num_inference_steps=30, backend=backend)
+        out = OpenPose().generate(pose, sdxl=handle, controlnet_scale=0.7, control_start=0.0, control_end=1.0, **args)
+        assert out["ui"]["backend"] == ["segmind"] and out["result"][0].shape[0] == 1
+    assert [slug for slug, _, _ in fake.requests] == ["sdxl-openpose"] * 2
 
 
 def test_library_import_failure_says_what_to_do(monkeypatch):
