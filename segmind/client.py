@@ -12,6 +12,7 @@ connections in flight and ends the worker threads before it propagates.
 """
 import base64
 import io
+import itertools
 import json
 import logging
 import math
@@ -33,6 +34,16 @@ MAX_BYTES = 64 * 2 ** 20  # an answer's body; the largest real image (2048x2048 
 PIXEL_SLACK = 4  # a decoded image may hold this many times the pixels asked for (or MIN_PIXELS)...
 MIN_PIXELS = 2048 * 2048  # ...where the output size is Segmind's (pose models: ~1024x1024)
 EXCERPT = 300  # characters of a server's message quoted in an error
+
+
+_RUNS = itertools.count()
+
+
+def _join(prefix, deadline):
+    """Wait (until `deadline`, time.monotonic) for the threads whose names start with `prefix`."""
+    for thread in threading.enumerate():
+        if thread.name.startswith(prefix):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class SegmindError(RuntimeError):
@@ -106,8 +117,8 @@ class Client:
             requests.append((slug, json.dumps(body).encode(), pixel_limit(params)))
         calls = [Call() for _ in requests]
         stop = threading.Event()
-        pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(requests)) or 1,
-                                  thread_name_prefix="PoseForge-segmind")
+        name = f"PoseForge-segmind-{next(_RUNS)}"  # this run's workers, joined by name at the end
+        pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(requests)) or 1, thread_name_prefix=name)
         futures = [pool.submit(self._request, base, slug, data, limit, api_key, call, stop, hint)
                    for (slug, data, limit), call in zip(requests, calls)]
         started, told = time.monotonic(), 0.0
@@ -134,7 +145,7 @@ class Client:
             for call in calls:
                 call.abort()
             pool.shutdown(wait=False, cancel_futures=True)
-            wait(futures, timeout=2.0)  # the aborted reads return at once; a connect in progress within its timeout
+            _join(name + "_", time.monotonic() + 2.0)  # aborted reads return at once; none outlives the call
         results = [f.result() for f in futures]
         import torch
 

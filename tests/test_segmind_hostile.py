@@ -277,9 +277,8 @@ def test_cancel_closes_connections_and_ends_the_worker_threads(api_key, monkeypa
         timer.cancel()
         stop.set()
     assert time.monotonic() - start < 3.0
-    for _ in range(40):
-        if len(closed) == 3:
-            break
+    assert not [t for t in threading.enumerate() if t.name.startswith("PoseForge-segmind")]  # when run() returns
+    deadline = time.monotonic() + 10.0  # the server's side sees the close when its thread next runs (busy machine)
+    while len(closed) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert closed == [True] * 3
-    assert not [t for t in threading.enumerate() if t.name.startswith("PoseForge-segmind")]
