@@ -52,6 +52,8 @@ _cache = {}  # cache key -> Resident
 _groups = OrderedDict()  # tuple of cache keys loaded together -> None, least recently used first
 _lock = threading.RLock()  # the two maps above
 _loading = threading.RLock()  # one load at a time, process-wide
+_outside = {}  # cache key -> (what holds memory outside torch, e.g. an onnxruntime session; its bytes)
+_outside_lock = threading.Lock()
 _hooked = False
 
 
@@ -294,12 +296,26 @@ def _patcher(resident, mm):
     return resident.patcher
 
 
+def get_outside(key, load, nbytes):
+    """What `load()` makes that holds memory outside torch (an onnxruntime session), cached by `key`
+    (one load at a time) and dropped with the Residents (Unload models, POST /free); `registered()`
+    lists it with `nbytes`, its size."""
+    _hook_host()
+    with _outside_lock:
+        if key not in _outside:
+            _outside[key] = (load(), int(nbytes))
+        return _outside[key][0]
+
+
 def release_all():
     """Drop every cached network (ComfyUI has already moved them off the device)."""
+    with _outside_lock:
+        outside = len(_outside)
+        _outside.clear()
     with _lock:
-        if not _cache:
+        if not _cache and not outside:
             return
-        log.info("PoseForge: releasing %d cached model(s)", len(_cache))
+        log.info("PoseForge: releasing %d cached model(s)", len(_cache) + outside)
         dropped = list(_cache.values())
         _cache.clear()
         _groups.clear()
@@ -354,13 +370,14 @@ def _hook_host():
 
 
 def registered():
-    """Our networks ComfyUI's memory manager currently holds: [{"model", "bytes"}] (empty outside ComfyUI)."""
+    """Our networks ComfyUI's memory manager currently holds, then what we hold outside torch:
+    [{"model", "bytes"}] (the first part empty outside ComfyUI)."""
     mm = comfy.module("comfy.model_management")
-    if mm is None:
-        return []
-    return [{"model": _label(loaded.model.model.pf_key), "bytes": loaded.model_memory()}
-            for loaded in mm.current_loaded_models
-            if loaded.model is not None and hasattr(loaded.model.model, "pf_key")]
+    ours = [] if mm is None else [
+        {"model": _label(loaded.model.model.pf_key), "bytes": loaded.model_memory()}
+        for loaded in mm.current_loaded_models if loaded.model is not None and hasattr(loaded.model.model, "pf_key")]
+    with _outside_lock:
+        return ours + [{"model": _label(key), "bytes": nbytes} for key, (_, nbytes) in _outside.items()]
 
 
 def _label(key):

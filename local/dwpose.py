@@ -6,12 +6,15 @@ Files (the ones users have; found where local/pose_files.py looks, never downloa
 - detector: `yolox_l.torchscript.pt` (hr16/yolox-onnx) or `yolox_l.onnx` (yzd-v/DWPose);
 - estimator: `dw-ll_ucoco_384_bs5.torchscript.pt` (hr16/DWPose-TorchScript-BatchSize5) or
   `dw-ll_ucoco_384.onnx` (yzd-v/DWPose).
-A TorchScript file is preferred: `torch.jit.load` reads TorchScript's own archive (its IR and
-tensors; no pickled Python object of ours or anyone's), torch runs it on ComfyUI's device, and
-it is a Resident, so ComfyUI's memory manager counts it. An ONNX file (a graph and tensors,
-nothing executable) runs on onnxruntime, installed apart (`onnxruntime`, or `onnxruntime-gpu`,
-whose CUDA provider is used when ComfyUI runs on CUDA); onnxruntime holds its own memory, which
-ComfyUI's memory manager does not see.
+The ONNX files are used by default: a graph and tensors, nothing executable, run on onnxruntime,
+installed apart (`onnxruntime`, or `onnxruntime-gpu`, whose CUDA provider is used when ComfyUI
+runs on CUDA); its sessions hold memory ComfyUI's memory manager cannot move, so they are cached
+beside our Residents, listed by /poseforge/status and dropped with them by ComfyUI's "Unload models"
+and POST /free (host/residency.get_outside). A TorchScript file is NOT safe to load: it carries code
+(TorchScript methods, `__setstate__` among them) that `torch.jit.load` runs with the process's
+rights, and ComfyUI itself never loads one. PoseForge loads the TorchScript files only when the
+user opts in with `POSEFORGE_ALLOW_TORCHSCRIPT=1` (for files they trust); then they are preferred,
+run by torch on ComfyUI's device as Residents ComfyUI's memory manager counts.
 
 Processing (our code, written from the published method, as comfyui_controlnet_aux runs these
 same files):
@@ -26,7 +29,7 @@ same files):
   present when both are above 0.3) inserted, COCO-17 reordered to OpenPose-18; points at or
   above 0.3 present; hands 21 + 21; face 68 + the two eyes as pupils (70, at OpenPose's indices).
 """
-import threading
+import os
 
 import numpy as np
 
@@ -55,20 +58,36 @@ class DWPoseError(RuntimeError):
     pass
 
 
+OPT_IN = "POSEFORGE_ALLOW_TORCHSCRIPT"
+
+
+def torchscript_allowed():
+    return os.environ.get(OPT_IN, "").lower() in ("1", "true", "yes")
+
+
 def files():
-    """{"detector": path, "estimator": path} of the files present (TorchScript first); MissingModelFiles
-    names the ONNX file of each missing role and its TorchScript alternative."""
-    found, absent = {}, []
+    """{"detector": path, "estimator": path} of the files present: ONNX, or TorchScript first when the
+    user opted in (OPT_IN); MissingModelFiles names the ONNX file of each missing role and its
+    TorchScript alternative, and says so when a TorchScript file was left alone."""
+    found, absent, ignored = {}, [], []
     for role, options in (("detector", DETECTOR), ("estimator", ESTIMATOR)):
-        path = next((p for p in (pose_files.find(name, repo) for name, repo in options) if p), None)
+        (ts, ts_repo), (onnx, repo) = options
+        present = {name: pose_files.find(name, repo) for name, repo in options}
+        if not torchscript_allowed():
+            ignored += [ts] if present.pop(ts) else []
+        path = next((p for p in present.values() if p), None)
         if path:
             found[role] = path
         else:
-            (ts, ts_repo), (onnx, repo) = options
             absent.append(("openpose", onnx, f"https://huggingface.co/{repo} (or {ts} from "
                                              f"https://huggingface.co/{ts_repo})"))
     if absent:
-        raise models.MissingModelFiles(absent, hint="Put them into the 'openpose' folder (nothing is downloaded).")
+        hint = "Put them into the 'openpose' folder (nothing is downloaded)."
+        if ignored:
+            hint += (f" {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} there but not loaded: a TorchScript "
+                     f"file runs code of its own when loaded, so PoseForge loads one only when {OPT_IN}=1 is set "
+                     "(for files you trust). The ONNX files carry no code.")
+        raise models.MissingModelFiles(absent, hint=hint)
     return found
 
 
@@ -81,9 +100,6 @@ def available():
 
 
 # -- running a network ------------------------------------------------------------------
-_sessions = {}
-_sessions_lock = threading.Lock()
-
 
 def network(path):
     """A runnable network of `path`: a Resident holding the TorchScript module, or an onnxruntime session."""
@@ -95,6 +111,9 @@ def network(path):
 def _torchscript(path):
     import torch
 
+    if not torchscript_allowed():  # files() never offers one then: this guards any other caller
+        raise DWPoseError(f"{path} is TorchScript, which runs code of its own when loaded: set {OPT_IN}=1 to "
+                          "load it (a file you trust), or use the ONNX files.")
     try:
         return torch.jit.load(path, map_location="cpu")
     except RuntimeError as exc:
@@ -106,15 +125,12 @@ def _session(path):
         ort = libs.load("onnxruntime")
     except libs.LibraryImportError:
         raise DWPoseError(f"{path} is an ONNX file and needs onnxruntime: pip install onnxruntime (or "
-                          "onnxruntime-gpu for CUDA) in ComfyUI's Python, or use the TorchScript files "
-                          f"({DETECTOR[0][0]}, {ESTIMATOR[0][0]}), which need nothing more.") from None
+                          f"onnxruntime-gpu for CUDA) in ComfyUI's Python (or, for TorchScript files you trust, "
+                          f"{DETECTOR[0][0]} and {ESTIMATOR[0][0]} with {OPT_IN}=1).") from None
     cuda = device.torch_device().type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
     providers = (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
-    key = (weights.identity(path), tuple(providers))
-    with _sessions_lock:
-        if key not in _sessions:
-            _sessions[key] = ort.InferenceSession(path, providers=providers)
-        return _sessions[key]
+    return residency.get_outside(("dwpose", "onnxruntime", weights.identity(path), tuple(providers)),
+                                 lambda: ort.InferenceSession(path, providers=providers), os.path.getsize(path))
 
 
 def run(net, batch, batch_size=None):

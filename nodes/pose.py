@@ -20,7 +20,7 @@ class PF_OpenPoseExtract:
     FUNCTION = "extract"
     DESCRIPTION = ("Body, hands and face from a batch of photos, local: OpenPose (controlnet-aux's networks: "
                    "body_pose_model.pth, hand_pose_model.pth, facenet.pth) or DWPose (yolox_l + dw-ll_ucoco_384, "
-                   "TorchScript or ONNX), all in models/openpose.")
+                   "ONNX, or TorchScript with POSEFORGE_ALLOW_TORCHSCRIPT=1), all in models/openpose.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -35,7 +35,8 @@ class PF_OpenPoseExtract:
         }, "optional": {  # optional, so that graphs saved before it existed still run (as OpenPose)
             "detector": (engine.DETECTORS, {"default": engine.default_detector(), "tooltip": (
                 "openpose: the 2017 networks. dwpose: whole-body DWPose, markedly better hands and faces, faster "
-                "(yolox_l + dw-ll_ucoco_384: the TorchScript files need nothing more, the ONNX ones onnxruntime)")}),
+                "(yolox_l + dw-ll_ucoco_384 as ONNX, with onnxruntime; TorchScript only with POSEFORGE_ALLOW_TORCHSCRIPT=1, "
+                "as it runs code when loaded)")}),
         }}
 
     def extract(self, image, detect_body=True, detect_hands=False, detect_face=False, resolution=512,

@@ -25,9 +25,11 @@ OPENPOSE_FROM_COCO = {0: 0, 1: "neck", 2: 6, 3: 8, 4: 10, 5: 5, 6: 7, 7: 9, 8: 1
 
 
 @pytest.fixture(params=["onnx", "torchscript"])
-def dwpose_root(request, dwpose_files, tmp_path, no_network):
-    """A models root whose openpose folder holds one kind of the two DWPose files."""
+def dwpose_root(request, dwpose_files, tmp_path, no_network, monkeypatch):
+    """A models root whose openpose folder holds one kind of the two DWPose files (TorchScript: opted in)."""
     _, files = dwpose_files
+    if request.param == "torchscript":
+        monkeypatch.setenv(dwpose.OPT_IN, "1")
     folder = tmp_path / "openpose"
     folder.mkdir()
     for path in files[request.param]:
@@ -126,6 +128,7 @@ def test_the_torchscript_networks_are_residents_and_onnx_sessions_are_not(dwpose
 
 def test_files_in_comfyui_controlnet_aux_folders_are_found(dwpose_files, tmp_path, monkeypatch, no_network):
     _, files = dwpose_files
+    monkeypatch.setenv(dwpose.OPT_IN, "1")
     for path, repo in ((files["onnx"][0], "yzd-v/DWPose"), (files["torchscript"][1], "hr16/DWPose-TorchScript-BatchSize5")):
         folder = tmp_path / "aux" / repo
         folder.mkdir(parents=True, exist_ok=True)
@@ -174,7 +177,7 @@ def test_onnx_files_without_onnxruntime_say_what_to_do(dwpose_files, tmp_path, m
         return real(name)
 
     monkeypatch.setattr(pf("local.libs"), "load", no_onnxruntime)
-    monkeypatch.setattr(dwpose, "_sessions", {})
+    residency.release_all()
     try:
         with pytest.raises(dwpose.DWPoseError, match="needs onnxruntime: pip install onnxruntime .* TorchScript"):
             Extract().extract(photo(), detector="dwpose")
@@ -187,10 +190,66 @@ def test_the_default_detector_follows_the_files(dwpose_files, openpose_root, tmp
     models.set_models_root(openpose_root)
     assert Extract.INPUT_TYPES()["optional"]["detector"][1]["default"] == "openpose"
     (tmp_path / "only" / "openpose").mkdir(parents=True)
-    for path in dwpose_files[1]["torchscript"]:
+    for path in dwpose_files[1]["onnx"]:
         shutil.copy(path, tmp_path / "only" / "openpose")
     models.set_models_root(tmp_path / "only")
     try:
         assert Extract.INPUT_TYPES()["optional"]["detector"][1]["default"] == "dwpose"
+    finally:
+        models.set_models_root(None)
+
+
+def test_a_torchscript_file_is_not_loaded_unless_the_user_opts_in(dwpose_files, tmp_path, monkeypatch, capfd,
+                                                                  no_network):
+    """A TorchScript archive runs its own code at torch.jit.load (here a `__setstate__` that prints; an
+    attacker's reads and writes files): by default it is left alone, and the error says why and how."""
+    monkeypatch.delenv(dwpose.OPT_IN, raising=False)
+    folder = tmp_path / "openpose"
+    folder.mkdir()
+    shutil.copy(dwpose_files[1]["torchscript"][1], folder)
+
+    class Loud(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+        @torch.jit.export
+        def __getstate__(self):
+            return (self.training,)
+
+        @torch.jit.export
+        def __setstate__(self, state: tuple[bool]):
+            print("POSEFORGE-TORCHSCRIPT-CODE-RAN")
+            self.training = state[0]
+
+    torch.jit.script(Loud()).save(str(folder / "yolox_l.torchscript.pt"))
+    models.set_models_root(tmp_path)
+    residency.release_all()
+    try:
+        with pytest.raises(models.MissingModelFiles, match=f"yolox_l.torchscript.pt, .* are there but not loaded.*"
+                                                           f"{dwpose.OPT_IN}=1"):
+            Extract().extract(photo(), detector="dwpose")
+        assert "POSEFORGE-TORCHSCRIPT-CODE-RAN" not in capfd.readouterr().out
+        with pytest.raises(dwpose.DWPoseError, match="runs code of its own"):
+            dwpose.network(str(folder / "yolox_l.torchscript.pt"))
+        assert "POSEFORGE-TORCHSCRIPT-CODE-RAN" not in capfd.readouterr().out
+        monkeypatch.setenv(dwpose.OPT_IN, "1")  # the user trusts the file: it loads (and its code runs)
+        dwpose.network(str(folder / "yolox_l.torchscript.pt"))
+        assert "POSEFORGE-TORCHSCRIPT-CODE-RAN" in capfd.readouterr().out
+    finally:
+        models.set_models_root(None)
+        residency.release_all()
+
+
+def test_onnx_sessions_are_listed_and_released_with_comfyuis_models(dwpose_files, tmp_path, comfy_host, no_network):
+    (tmp_path / "openpose").mkdir()
+    for path in dwpose_files[1]["onnx"]:
+        os.link(path, tmp_path / "openpose" / os.path.basename(path))
+    models.set_models_root(tmp_path)
+    try:
+        Extract().extract(photo(), detector="dwpose")
+        held = [m for m in residency.registered() if m["model"].startswith("dwpose/onnxruntime")]
+        assert len(held) == 2 and all(m["bytes"] > 0 for m in held)
+        comfy_host.mm.unload_all_models()  # "Unload models" / POST /free
+        assert not [m for m in residency.registered() if m["model"].startswith("dwpose")]
     finally:
         models.set_models_root(None)
