@@ -50,6 +50,8 @@ def strip_prefix(state_dict, prefix):
 
 
 WRAPPERS = ("params_ema", "params", "state_dict", "model")
+MAX_DEPTH = 8  # nested dicts a weight file may hold (real ones: 2 or 3)
+MAX_TENSORS = 100_000  # tensors named in one file (SDXL: about 2,600)
 
 
 def keys(path):
@@ -62,27 +64,41 @@ def shapes(path):
     """{tensor name: shape} of `path` without reading the tensors. Inside a wrapper
     ({'params_ema': {...}}) the inner names; other nested dicts ({'image_proj': {...}})
     are flattened with dots, as a safetensors file of the same model names them."""
-    if path.lower().endswith(SAFETENSORS):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    import torch
-
     try:
+        if path.lower().endswith(SAFETENSORS):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        import torch
+
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - an unreadable file gets one clear message
         raise WeightFileError(f"Cannot read the weight file {path}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    if not isinstance(state, dict):
+        raise WeightFileError(f"{path} holds a {type(state).__name__}, not a dict of tensors.")
     for wrapper in WRAPPERS:
         if isinstance(state.get(wrapper), dict):
             state = state[wrapper]
             break
-    return dict(_flat(state, ""))
+    out = {}
+    _flat(state, "", 0, set(), out, path)
+    return out
 
 
-def _flat(state, prefix):
+def _flat(state, prefix, depth, seen, out, path):
+    """Nested dicts of tensors into `out` {dotted name: shape}, bounded: a dict reached twice (a small
+    file of shared references would make the walk exponential), more than MAX_DEPTH levels or more
+    than MAX_TENSORS tensors are refused."""
+    if id(state) in seen or depth > MAX_DEPTH:
+        raise WeightFileError(f"{path} is no weight file: its dicts are "
+                              + ("shared between entries" if id(state) in seen else f"nested over {MAX_DEPTH} deep")
+                              + ", which no model's weights are.")
+    seen.add(id(state))
     for name, value in state.items():
         if isinstance(value, dict):
-            yield from _flat(value, f"{prefix}{name}.")
+            _flat(value, f"{prefix}{name}.", depth + 1, seen, out, path)
         elif hasattr(value, "shape"):
-            yield prefix + name, tuple(value.shape)
+            out[f"{prefix}{name}"] = tuple(value.shape)
+            if len(out) > MAX_TENSORS:
+                raise WeightFileError(f"{path} names over {MAX_TENSORS} tensors: no model file this pack reads does.")

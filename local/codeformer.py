@@ -7,6 +7,7 @@ we use them through spandrel-extra-arches and the user's own files.
 """
 import logging
 import math
+import os
 import threading
 import weakref
 
@@ -46,7 +47,8 @@ _KIND = {}
 
 def is_codeformer(path):
     """Whether `path` holds CodeFormer weights, by content (its transformer and codebook
-    tensors), cached by path, size and modification time. A GFPGAN or GPEN file is not."""
+    tensors), cached by path, size and modification time. A GFPGAN or GPEN file is not; a file
+    that cannot be read (truncated, broken) is not either, and the log says so once."""
     try:
         ident = weights.identity(path)
     except OSError:
@@ -54,7 +56,8 @@ def is_codeformer(path):
     if ident not in _KIND:
         try:
             names = set(weights.keys(path))
-        except weights.WeightFileError:
+        except weights.WeightFileError as exc:
+            log.warning("PoseForge: %s is not listed in PF_CodeFormer's models: %s", os.path.basename(path), exc)
             names = set()
         _KIND[ident] = {"position_emb", "quantize.embedding.weight", "idx_pred_layer.1.weight"} <= names
     return _KIND[ident]

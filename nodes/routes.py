@@ -10,6 +10,7 @@ GET /poseforge/prices -> {"as_of", "source", "endpoints": {name: {"cost_usd", "t
                           "confirmed"}}}: the endpoint table's prices, for the estimate a node
   shows before a Segmind run.
 """
+import asyncio
 import sys
 
 from ..engines import backend as policy
@@ -38,8 +39,8 @@ def register():
     from aiohttp import web
 
     @instance.routes.get("/poseforge/status")
-    async def poseforge_status(request):
-        return web.json_response(status())
+    async def poseforge_status(request):  # it reads model folders: in a thread, never on the event loop
+        return web.json_response(await asyncio.get_running_loop().run_in_executor(None, status))
 
     @instance.routes.get("/poseforge/prices")
     async def poseforge_prices(request):

@@ -244,3 +244,33 @@ def test_an_upscale_model_core_loaded_is_used_instead_of_the_file(with_codeforme
                          loaded_upscale_model=descriptor, detection_threshold=1.0, backend="local")
     assert out["result"][0].shape == (1, 48, 64, 3) and seen == [(24, 32)]  # the background went through it
     assert any(m.model.model.pf_key[:2] == ("upscaler", "loaded") for m in comfy_host.ours())
+
+
+@pytest.mark.timeout(60)
+def test_hostile_and_broken_files_in_the_folder_are_skipped_with_a_reason(cf_root, tmp_path, caplog):
+    """A 2 KB .pth of shared dicts (40^6 paths when walked naively), a broken .safetensors and a
+    truncated CodeFormer file: each is left out of the list with the reason logged, and the real file
+    is still listed; /poseforge/status answers."""
+    import shutil
+
+    folder = tmp_path / "facerestore_models"
+    folder.mkdir()
+    real = next(p for p in (cf_root / "facerestore_models").iterdir())
+    shutil.copy(real, folder / real.name)
+    level = {"w": torch.zeros(1)}
+    for _ in range(6):
+        level = {str(k): level for k in range(40)}
+    torch.save(level, folder / "shared.pth")
+    assert (folder / "shared.pth").stat().st_size < 8192
+    (folder / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    (folder / "truncated.pth").write_bytes(real.read_bytes()[: real.stat().st_size // 2])
+    models.set_models_root(tmp_path)
+    try:
+        with caplog.at_level("WARNING", logger="PoseForge"):
+            assert Node.INPUT_TYPES()["required"]["model"][0] == [real.name]
+            assert pf("nodes.routes").status()["codeformer_files"] is False  # no detector in this root: still answers
+        said = caplog.text
+        assert "shared.pth is not listed" in said and "shared between entries" in said
+        assert "broken.safetensors is not listed" in said and "truncated.pth is not listed" in said
+    finally:
+        models.set_models_root(None)
