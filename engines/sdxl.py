@@ -121,6 +121,7 @@ def local(request, paths):
         loras.append((paths[f"lora{index}"], spec["strength_model"], spec["strength_clip"]))
     job = dict(request, ckpt=paths["ckpt"], controlnet=paths.get("controlnet"), dtype=sdxl_handle["dtype"],
                loras=loras)
+    sdxl.check_prompts(job)
     if is_pose(request):
         job["poses"] = pose_maps(request)
     if request.get("ip_adapter") is not None:

@@ -13,7 +13,11 @@
   side by side (768 + 1280 = 2048 wide); CLIP-L pads with its end token, bigG with "!" (0); the
   pooled output is bigG's projected one.
 - A positive and a negative of different lengths are repeated to their least common multiple
-  (repeating a condition does not change attention over it).
+  (repeating a condition does not change attention over it) when that is at most 4x the shorter,
+  as ComfyUI batches them; past that ComfyUI runs the two apart, which we get by padding the
+  shorter to the longer and masking the padding out of the cross-attention (`same_length`).
+- Bounds: a prompt of more than MAX_CHUNKS chunks (2,400 tokens) or MAX_CHARS characters is
+  refused before it is encoded.
 Textual inversions (`embedding:name`) are not loaded: the name is left out, with a warning, as
 ComfyUI does for an embedding it cannot find.
 """
@@ -27,6 +31,10 @@ log = logging.getLogger("PoseForge")
 CHUNK = 77
 GROUP = 8  # a weighted segment of at least this many tokens may be split across chunks
 EMBEDDING = "embedding:"
+MAX_CHUNKS = 32  # 2,400 tokens; CLIP was trained on 75
+MAX_CHARS = MAX_CHUNKS * 75 * 10  # before tokenizing: a token is rarely more than 10 characters
+MAX_WEIGHT = 100.0  # |(text:w)|: past this the embeddings overflow to inf/NaN (an all-NaN image)
+MAX_REPEAT = 4  # ComfyUI's: a condition repeated more than 4x to meet the other's length is run apart
 _OPEN, _CLOSE = "\0\2", "\0\1"  # escaped parentheses while the text is parsed
 
 
@@ -53,6 +61,10 @@ def _groups(text):
     return out
 
 
+class PromptError(ValueError):
+    pass
+
+
 def _weighted(text, weight):
     found = []
     for part in _groups(text):
@@ -65,6 +77,9 @@ def _weighted(text, weight):
                     inner = inner[:colon]
                 except ValueError:
                     pass
+                if not math.isfinite(inner_weight) or abs(inner_weight) > MAX_WEIGHT:
+                    raise PromptError(f"The prompt weight in ({part[1:-1][:60]}) is {inner_weight:g}: a weight must be a "
+                                      f"number within -{MAX_WEIGHT:g}..{MAX_WEIGHT:g} (1 is plain, 1.1-1.5 is usual).")
             found += _weighted(inner, inner_weight)
         else:
             found.append((part, weight))
@@ -91,6 +106,9 @@ def _words(segment):
 
 def chunks(tokenizer, text, pad):
     """The prompt as ComfyUI's tokenizer batches it: [[(token id, weight)] * 77, ...]."""
+    if len(text) > MAX_CHARS:
+        raise PromptError(f"The prompt is {len(text):,} characters long; at most {MAX_CHARS:,} are read (and "
+                          f"{MAX_CHUNKS * 75:,} tokens encoded).")
     start, end = tokenizer.bos_token_id, tokenizer.eos_token_id
     groups = [[(t, weight) for t in tokenizer(word, verbose=False)["input_ids"][1:-1]]
               for segment, weight in segments(text) for word in _words(segment)]
@@ -112,6 +130,9 @@ def chunks(tokenizer, text, pad):
             batch = [(start, 1.0)]
     batch.append((end, 1.0))
     batches.append(batch + [(pad, 1.0)] * (CHUNK - len(batch)))
+    if len(batches) > MAX_CHUNKS:
+        raise PromptError(f"The prompt is {len(batches)} chunks of 75 tokens; at most {MAX_CHUNKS} "
+                          f"({MAX_CHUNKS * 75:,} tokens) are encoded: shorten it.")
     return batches
 
 
@@ -145,7 +166,20 @@ def encode(tokenizers, encoders, text):
     return torch.cat([hidden_l, hidden_g], dim=-1), pooled
 
 
-def same_length(*embeds):
-    """The embeds repeated along the sequence to one length, the least common multiple of theirs."""
-    length = math.lcm(*(e.shape[1] for e in embeds))
-    return [e.repeat(1, length // e.shape[1], 1) for e in embeds]
+def same_length(positive, negative):
+    """(positive, negative, mask) at one sequence length: repeated to the least common multiple of
+    their lengths when that is at most MAX_REPEAT times the shorter, `mask` None; else the shorter
+    zero-padded to the longer, `mask` [2, length] (1 keep, 0 padding; the negative's row first, as the
+    pipeline batches them) for the cross-attention to ignore the padding."""
+    import torch
+
+    short, long_ = sorted((positive.shape[1], negative.shape[1]))
+    length = math.lcm(short, long_)
+    if length <= MAX_REPEAT * short:
+        return positive.repeat(1, length // positive.shape[1], 1), negative.repeat(1, length // negative.shape[1], 1), None
+    mask = torch.zeros(2, long_, device=positive.device)
+    padded = []
+    for row, embeds in ((1, positive), (0, negative)):
+        mask[row, :embeds.shape[1]] = 1
+        padded.append(torch.nn.functional.pad(embeds, (0, 0, 0, long_ - embeds.shape[1])))
+    return padded[0], padded[1], mask

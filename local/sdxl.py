@@ -246,6 +246,14 @@ def _pipeline(nets, sched, cn_net, dev):
     return pipe
 
 
+def check_prompts(request):
+    """Refuse a prompt past local/prompt.py's bounds (or with a weight that is not a finite number of
+    reasonable size) before anything loads: both encoders' tokenizers chunk alike."""
+    tok, _ = tokenizers()
+    for text in (request["prompt"], request["negative_prompt"]):
+        prompt.chunks(tok, text, tok.eos_token_id)
+
+
 def evaluations(request):
     """How many times `generate` calls `step` per pose: the UNet evaluations of its scheduler."""
     config = component_config(request["ckpt"], "scheduler", "scheduler_config.json")
@@ -295,6 +303,7 @@ def _generate(request, step, parts, cn):
             image_embeds = ipadapter.image_embeds(encoder, ip["info"], ip["images"], ip["negative"], ip["combine"],
                                                   guided=guided)
             embeds["ip_adapter_image_embeds"] = [image_embeds.to(dev, dtype)]
+        text_mask = embeds.pop("text_mask", None)
         embeds = {k: v.to(dev, dtype) if torch.is_tensor(v) else v for k, v in embeds.items()}
 
         preview = _previewer()
@@ -309,7 +318,8 @@ def _generate(request, step, parts, cn):
         with residency.phase([parts["unet"], cn, adapter], streamable=(parts["unet"], cn), reserve=reserve,
                              what="SDXL UNet" + (" + ControlNet" if cn else "")), \
                 (ipadapter.installed(pipe, adapter.net, ipadapter.block_scales(pipe.unet, ip["mode"], ip["scale"]))
-                 if ip else contextlib.nullcontext()):  # phase 2: UNet (+ ControlNet, IP-Adapter)
+                 if ip else contextlib.nullcontext()), \
+                text_masked((pipe.unet, cn.net if cn else None), text_mask):  # phase 2: UNet (+ ControlNet, IP-Adapter)
             for index, pose in enumerate(poses):
                 first = request["seed"] + index * samples
                 generators = [torch.Generator("cpu").manual_seed(first + k) for k in range(samples)]
@@ -345,9 +355,34 @@ def prompt_embeds(tokenizer, tokenizer_2, encoders, text, negative=None):
     if negative is None:
         return {"prompt_embeds": positive, "pooled_prompt_embeds": pooled}
     against, against_pooled = prompt.encode((tokenizer, tokenizer_2), encoders, negative)
-    positive, against = prompt.same_length(positive, against)
-    return {"prompt_embeds": positive, "pooled_prompt_embeds": pooled, "negative_prompt_embeds": against,
-            "negative_pooled_prompt_embeds": against_pooled}
+    positive, against, mask = prompt.same_length(positive, against)
+    embeds = {"prompt_embeds": positive, "pooled_prompt_embeds": pooled, "negative_prompt_embeds": against,
+              "negative_pooled_prompt_embeds": against_pooled}
+    return dict(embeds, text_mask=mask) if mask is not None else embeds
+
+
+@contextlib.contextmanager
+def text_masked(modules, mask):
+    """`mask` ([negative row, positive row], 1 keep / 0 padding, from prompt.same_length) given to every
+    cross-attention layer of `modules` (the UNet, the ControlNet) while the block runs, as the additive
+    attention mask diffusers' processors take; None: nothing."""
+    if mask is None:
+        yield
+        return
+
+    def hook(layer, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]  # [negatives..., positives...]
+        rows = mask.to(hidden.device, hidden.dtype).repeat_interleave(hidden.shape[0] // 2, 0)
+        kwargs["attention_mask"] = ((1 - rows) * -10000.0)[:, None, :]  # as the UNet turns its own into
+        return args, kwargs
+
+    layers = [m for net in modules if net is not None for m in net.modules() if getattr(m, "is_cross_attention", False)]
+    handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 VAE_BYTES = 2178 * 64 * 4  # per latent pixel: ComfyUI's estimate of an SD VAE decode, in fp32

@@ -339,3 +339,14 @@ def test_a_clip_vision_core_loaded_is_used_instead_of_the_file(ready, comfy_host
         assert calls and not torch.equal(image, run(ready))  # ComfyUI's encoder ran; no encoder file was needed
     with pytest.raises(ipa.IPAdapterError, match="embeddings are 32 wide, but the connected CLIP_VISION is a CLIP"):
         run(ready, adapter(ipadapter="tiny-base_bigg.safetensors", loaded_clip_vision=loaded))
+
+
+def test_masked_prompts_of_far_apart_lengths_keep_the_image_prompt(ready, monkeypatch):
+    """Past four repeats the negative's padding is masked out of the cross-attention (local/prompt.py):
+    with an IP-Adapter's processors too, the image is the one the long repetition gives."""
+    from test_prompt import details
+
+    prompt = pf("local.prompt")
+    masked = run(ready, adapter(), prompt=details(50), negative_prompt=details(15))
+    monkeypatch.setattr(prompt, "MAX_REPEAT", 10)
+    assert torch.allclose(masked, run(ready, adapter(), prompt=details(50), negative_prompt=details(15)), atol=1e-4)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import PACK, pf
-from test_sdxl import FAST, t2i
+from test_sdxl import FAST, pose_map, pose_run, t2i
 
 prompt = pf("local.prompt")
 sdxl_local = pf("local.sdxl")
@@ -16,6 +16,43 @@ PROMPTS = {
     "escaped": "a dancer \\(in a costume\\) on (a stage:1.2), \\(not weighted\\)",
     "long": ", ".join(f"detail number {i} with ornament" for i in range(30)),  # 201 tokens: 3 chunks
 }
+
+
+def details(n):
+    return ", ".join(f"detail number {i} with ornament" for i in range(n))
+
+
+def test_past_four_repeats_the_two_prompts_run_apart_by_masking(sdxl, sdxl_files, monkeypatch):
+    """5 and 2 chunks: their least common multiple (10) is over 4x the shorter, so (as ComfyUI runs them
+    apart) the negative is padded to 5 chunks and its padding masked out of the cross-attention: the
+    image is the one the 10-chunk repetition gives, at half the length."""
+    tok, tok2 = sdxl_local.tokenizers()
+    positive, negative = details(50), details(15)
+    assert [len(prompt.chunks(tok, t, tok.eos_token_id)) for t in (positive, negative)] == [5, 2]
+    parts = sdxl_local.checkpoint(sdxl_files[1], "fp32")
+    embeds = sdxl_local.prompt_embeds(tok, tok2, (parts["text_encoder"].net, parts["text_encoder_2"].net),
+                                      positive, negative)
+    assert embeds["prompt_embeds"].shape == embeds["negative_prompt_embeds"].shape == (1, 5 * 77, 80)
+    assert embeds["text_mask"].tolist() == [[1.0] * 154 + [0.0] * 231, [1.0] * 385]
+    for run in (t2i, lambda handle, **kw: pose_run(handle, pose_map(), **kw)):
+        masked = run(sdxl, prompt=positive, negative_prompt=negative)["result"][0]
+        monkeypatch.setattr(prompt, "MAX_REPEAT", 10)
+        repeated = run(sdxl, prompt=positive, negative_prompt=negative)["result"][0]
+        monkeypatch.setattr(prompt, "MAX_REPEAT", 4)
+        assert torch.allclose(masked, repeated, atol=1e-4) and not torch.equal(masked, run(sdxl)["result"][0])
+
+
+def test_huge_prompts_and_weights_are_refused_before_anything_loads(sdxl):
+    residency = pf("host.residency")
+    residency.release_all()
+    for text, match in ((details(400), "chunks of 75 tokens; at most 32"), ("x" * 30_000, "characters long"),
+                        ("a (red:nan) cat", "weight .* is nan"), ("a (red:1e308) cat", "weight .* is 1e.308"),
+                        ("a (red:-inf) cat", "is -inf")):
+        with pytest.raises(prompt.PromptError, match=match):
+            t2i(sdxl, prompt=text)
+        with pytest.raises(prompt.PromptError, match=match):
+            t2i(sdxl, negative_prompt=text)
+    assert residency.cached_keys() == []
 
 
 def test_the_parser_reads_comfyuis_syntax():
