@@ -66,6 +66,8 @@ def extract(image, detector="openpose", detect_body=True, detect_hands=False, de
 
 
 MAX_EDIT = 4 * 2 ** 20  # characters of an edited pose (a frame of 100 people is about 60 000)
+MAX_FRAMES = 1024  # frames drawn in one batch (a video's poses)
+MAX_PIXELS = 2 ** 27  # pixels of all the maps of one batch: 512 maps of 512x512 (the IMAGE: 1.6 GB)
 
 
 def edited(text):
@@ -98,6 +100,12 @@ def render(keypoints=None, width=0, height=0, draw_body=True, draw_hands=True, d
     if not isinstance(frames, list) or not frames:
         raise pose_render.KeypointError("no pose to draw: connect keypoints (POSE_KEYPOINT), or place a pose in the "
                                         "node's editor")
+    sizes = [pose_render.output_size(f, width, height) for f in frames[:MAX_FRAMES + 1]]
+    pixels = sum(w * h for w, h in sizes)
+    if len(frames) > MAX_FRAMES or pixels > MAX_PIXELS:  # before any map is drawn
+        raise pose_render.KeypointError(
+            f"{len(frames)} frames of {pixels:,} pixels in all are too many to draw: at most {MAX_FRAMES} frames "
+            f"and {MAX_PIXELS:,} pixels (set width and height, or draw fewer frames)")
     draw = dict(body=draw_body, hands=draw_hands, face=draw_face, stick_width=stick_width, threshold=threshold,
                 short_side=resolution)
     maps = [pose_render.render_frame(f, width, height, **draw) for f in frames]

@@ -86,6 +86,9 @@ def tensors(path):
         holder = torch.nn.Module()
         holder.names = []
         for index, (key, value) in enumerate(weights.load(path).items()):
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+                raise LoRAError(f"{os.path.basename(path)} holds values that are not finite numbers (NaN or "
+                                f"infinity) in {key}: it is damaged, and would make every image NaN.")
             holder.register_buffer(f"t{index}", value, persistent=True)
             holder.names.append(key)
         return holder

@@ -150,13 +150,19 @@ def render_frame(frame, width=None, height=None, body=True, hands=True, face=Tru
     """One POSE_KEYPOINT frame -> HxWx3 uint8 pose map (size: width/height or the canvas).
     Drawn as controlnet-aux draws it (on a canvas of short side `short_side`, then resized
     with INTER_LINEAR), so limbs keep the same width relative to the image at every size."""
+    W, H = output_size(frame, width, height)
+    return draw_people(frame_parts(frame, threshold), W, H, body, hands, face, stick_width, short_side)
+
+
+def output_size(frame, width=None, height=None):
+    """(W, H) of the map `render_frame` draws for `frame`: width/height, else its canvas."""
     if not isinstance(frame, dict) or not isinstance(frame.get("people") or [], list):
         raise KeypointError("each POSE_KEYPOINT frame must be a dict with a 'people' list")
     W = int(width or canvas_side(frame, "canvas_width"))
     H = int(height or canvas_side(frame, "canvas_height"))
     if W < 1 or H < 1:
         raise KeypointError("no output size: set width and height, or give canvas_width/canvas_height")
-    return draw_people(frame_parts(frame, threshold), W, H, body, hands, face, stick_width, short_side)
+    return W, H
 
 
 def draw_people(people, W, H, body=True, hands=True, face=True, stick_width=STICK_WIDTH, short_side=DRAW_SHORT_SIDE):

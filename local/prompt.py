@@ -33,6 +33,7 @@ GROUP = 8  # a weighted segment of at least this many tokens may be split across
 EMBEDDING = "embedding:"
 MAX_CHUNKS = 32  # 2,400 tokens; CLIP was trained on 75
 MAX_CHARS = MAX_CHUNKS * 75 * 10  # before tokenizing: a token is rarely more than 10 characters
+MAX_NESTING = 32  # parentheses in parentheses (each multiplies by 1.1: 1.1^32 = 21)
 MAX_WEIGHT = 100.0  # |(text:w)|: past this the embeddings overflow to inf/NaN (an all-NaN image)
 MAX_REPEAT = 4  # ComfyUI's: a condition repeated more than 4x to meet the other's length is run apart
 _OPEN, _CLOSE = "\0\2", "\0\1"  # escaped parentheses while the text is parsed
@@ -65,7 +66,10 @@ class PromptError(ValueError):
     pass
 
 
-def _weighted(text, weight):
+def _weighted(text, weight, depth=0):
+    if depth > MAX_NESTING:
+        raise PromptError(f"The prompt nests parentheses over {MAX_NESTING} deep: use (text:weight) for a strong weight, "
+                          "or \\( \\) for literal parentheses.")
     found = []
     for part in _groups(text):
         if len(part) >= 2 and part[0] == "(" and part[-1] == ")":
@@ -80,7 +84,7 @@ def _weighted(text, weight):
                 if not math.isfinite(inner_weight) or abs(inner_weight) > MAX_WEIGHT:
                     raise PromptError(f"The prompt weight in ({part[1:-1][:60]}) is {inner_weight:g}: a weight must be a "
                                       f"number within -{MAX_WEIGHT:g}..{MAX_WEIGHT:g} (1 is plain, 1.1-1.5 is usual).")
-            found += _weighted(inner, inner_weight)
+            found += _weighted(inner, inner_weight, depth + 1)
         else:
             found.append((part, weight))
     return found

@@ -180,3 +180,16 @@ def test_on_sdxl_widths_strength_zero_is_no_lora_and_later_runs_are_fresh(wide, 
                 raise stop
         assert torch.equal(_unet_out(pipe.unet), fresh)
     assert all(p.requires_grad for p in pipe.unet.parameters()) and not hasattr(pipe.unet, "peft_config")
+
+
+def test_a_lora_with_nan_or_infinite_values_is_refused(plain, lora_files, tiny_root):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tiny_root / "loras" / lora_files["kohya"]))
+    name = next(k for k in state if k.endswith("lora_up.weight"))
+    for bad in (float("nan"), float("inf")):
+        state[name] = state[name].clone()
+        state[name][0, 0] = bad
+        save_file(state, str(tiny_root / "loras" / "damaged.safetensors"))
+        with pytest.raises(lora.LoRAError, match=f"damaged.safetensors holds values that are not finite.*{name}"):
+            t2i(with_lora(plain, "damaged.safetensors"))

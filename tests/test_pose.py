@@ -267,3 +267,13 @@ def test_the_pose_edited_on_the_node_is_drawn_instead_of_the_keypoints():
         Render().render(pose="{not json")
     with pytest.raises(render.KeypointError, match="no pose to draw"):
         Render().render(pose="  ")
+
+
+@pytest.mark.timeout(30)
+def test_an_edited_pose_cannot_ask_for_gigabytes():
+    """A few characters may ask for big canvases or many frames: refused before any map is drawn."""
+    big = '{"canvas_width":16384,"canvas_height":16384,"people":[]}'
+    for text in ("[" + ",".join([big] * 3) + "]", "[" + ",".join(['{"people":[]}'] * 5000) + "]"):
+        with pytest.raises(render.KeypointError, match="too many to draw"):
+            Render().render(pose=text, width=0 if "16384" in text else 512, height=0 if "16384" in text else 512)
+    assert Render().render(pose=big.replace("16384", "512"))["result"][0].shape == (1, 512, 512, 3)

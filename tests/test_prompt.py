@@ -47,7 +47,7 @@ def test_huge_prompts_and_weights_are_refused_before_anything_loads(sdxl):
     residency.release_all()
     for text, match in ((details(400), "chunks of 75 tokens; at most 32"), ("x" * 30_000, "characters long"),
                         ("a (red:nan) cat", "weight .* is nan"), ("a (red:1e308) cat", "weight .* is 1e.308"),
-                        ("a (red:-inf) cat", "is -inf")):
+                        ("a (red:-inf) cat", "is -inf"), ("(" * 5000 + "x" + ")" * 5000, "nests parentheses")):
         with pytest.raises(prompt.PromptError, match=match):
             t2i(sdxl, prompt=text)
         with pytest.raises(prompt.PromptError, match=match):
