@@ -86,7 +86,7 @@ def restorer(path):
             raise ValueError(f"{path} is a {model.architecture.name} model, not CodeFormer")
         return model.model
 
-    return residency.get(("codeformer", path), load)
+    return residency.get(("codeformer", weights.identity(path)), load)
 
 
 def upscaler(path):
@@ -96,7 +96,7 @@ def upscaler(path):
         model.model.pf_scale = model.scale
         return model.model
 
-    return residency.get(("upscaler", path), load)
+    return residency.get(("upscaler", weights.identity(path)), load)
 
 
 _adopted = weakref.WeakKeyDictionary()  # a model core's UpscaleModelLoader loaded -> its Resident
@@ -133,7 +133,7 @@ def detector(path):
         net.load_state_dict(weights.strip_prefix(weights.load(path), "module."), strict=True)
         return net
 
-    return residency.get(("retinaface", path), load)
+    return residency.get(("retinaface", weights.identity(path)), load)
 
 
 def parser(path):
@@ -145,7 +145,7 @@ def parser(path):
         net.load_state_dict(weights.load(path), strict=True)
         return net
 
-    return residency.get(("parsenet", path), load)
+    return residency.get(("parsenet", weights.identity(path)), load)
 
 
 def on_device(resident):

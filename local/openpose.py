@@ -33,7 +33,7 @@ def _network(kind, path):
         net.load_state_dict(state if kind == "face" else util.transfer(net, state))
         return net
 
-    return residency.get(("openpose", kind, path), load)
+    return residency.get(("openpose", kind, weights.identity(path)), load)
 
 
 def _estimator(kind, net):

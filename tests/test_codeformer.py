@@ -274,3 +274,21 @@ def test_hostile_and_broken_files_in_the_folder_are_skipped_with_a_reason(cf_roo
         assert "broken.safetensors is not listed" in said and "truncated.pth is not listed" in said
     finally:
         models.set_models_root(None)
+
+
+def test_a_file_replaced_under_the_same_name_is_loaded_again(tmp_path):
+    """Networks are cached by file identity (path, size, modification time), not by path alone."""
+    import time
+
+    from tiny_models import save_codeformer
+
+    cf = pf("local.codeformer")
+    path = save_codeformer(str(tmp_path))
+    first = cf.restorer(path).net
+    state = torch.load(path, weights_only=True)
+    name = next(k for k, v in state["params_ema"].items() if v.is_floating_point())
+    state["params_ema"][name] = state["params_ema"][name] + 1.0
+    time.sleep(0.01)
+    torch.save(state, path)  # the same name, new contents
+    second = cf.restorer(path).net
+    assert second is not first and not torch.equal(second.state_dict()[name], first.state_dict()[name])
