@@ -62,7 +62,7 @@ def _segmind_problem():
     if blocked:
         return f"Segmind is disabled: {blocked}."
     if not key.api_key():
-        return "No Segmind API key is set. " + key.HOW_TO_SET
+        return key.missing_message()
     return None
 
 

@@ -27,7 +27,10 @@ def status():
 
 
 def prices():
-    return endpoints.price_list()
+    try:
+        return endpoints.price_list()
+    except endpoints.EndpointsFileError as exc:  # said in words without the file's path
+        return {"error": exc.reason, "endpoints": {}}
 
 
 def register():

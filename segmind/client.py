@@ -97,7 +97,7 @@ class Client:
             raise SegmindError(str(exc)) from None
         api_key = self._key or key.api_key()
         if not api_key:
-            raise SegmindError("No Segmind API key is set. " + key.HOW_TO_SET, status=401)
+            raise SegmindError(key.missing_message(), status=401)
         try:
             key.checked(api_key, None if self._key is None else "the key given to the client")
         except key.KeyFormatError as exc:

@@ -16,25 +16,52 @@ class ParamError(ValueError):
     pass
 
 
+class EndpointsFileError(ValueError):
+    """The user's endpoint file cannot be used; `reason` says why without naming the file."""
+
+    def __init__(self, env, path, reason):
+        self.reason = f"the file named by {env} cannot be used: {reason}"
+        super().__init__(f"The Segmind endpoint file {path} (named by {env}) cannot be used: {reason}. Fix it, or "
+                         f"unset {env} to use PoseForge's own table.")
+
+
 def _load(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
+def _override():
+    """{endpoint: entry} of the user's override file, {} when none is named."""
+    env = next((name for name in OVERRIDE_ENVS if os.environ.get(name)), None)
+    if env is None:
+        return {}
+    path = os.environ[env]
+    try:
+        found = _load(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EndpointsFileError(env, path, f"{type(exc).__name__}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise EndpointsFileError(env, path, f"it is not valid JSON ({exc})") from None
+    entries = [e for k, e in found.items() if not k.startswith("_")] if isinstance(found, dict) else None
+    if entries is None or not all(isinstance(e, dict) and isinstance(e.get("params", {}), dict) and
+                                  all(p is None or isinstance(p, dict) for p in e.get("params", {}).values())
+                                  for e in entries):
+        raise EndpointsFileError(env, path, 'it must be a JSON object of {"endpoint": {"params": {...}, ...}}')
+    return found
+
+
 def table():
     """The built-in table with the user's override file (if any) merged over it."""
     data = {k: v for k, v in _load(BUILTIN).items() if not k.startswith("_")}
-    override = next((os.environ[name] for name in OVERRIDE_ENVS if os.environ.get(name)), None)
-    if override:
-        for name, entry in _load(override).items():
-            if name.startswith("_"):
-                continue
-            merged = dict(data.get(name, {}), **{k: v for k, v in entry.items() if k != "params"})
-            params = dict(data.get(name, {}).get("params", {}))
-            for pname, spec in entry.get("params", {}).items():
-                params[pname] = None if spec is None else dict(params.get(pname, {}), **spec)
-            merged["params"] = {k: v for k, v in params.items() if v is not None}
-            data[name] = merged
+    for name, entry in _override().items():
+        if name.startswith("_"):
+            continue
+        merged = dict(data.get(name, {}), **{k: v for k, v in entry.items() if k != "params"})
+        params = dict(data.get(name, {}).get("params", {}))
+        for pname, spec in entry.get("params", {}).items():
+            params[pname] = None if spec is None else dict(params.get(pname, {}), **spec)
+        merged["params"] = {k: v for k, v in params.items() if v is not None}
+        data[name] = merged
     return data
 
 

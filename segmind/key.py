@@ -35,22 +35,35 @@ def default_key_file():
 
 
 def _lookup():
-    """(key or None, where it came from)."""
+    """(key or None, where it came from, why a key file that is there cannot be used or None)."""
     value = os.environ.get(ENV, "").strip()
     if value:
-        return value, f"the {ENV} environment variable"
+        return value, f"the {ENV} environment variable", None
     path = os.environ.get(FILE_ENV) or default_key_file()
     try:
         with open(path, encoding="utf-8") as f:
-            value = f.read().strip()
-    except (OSError, UnicodeDecodeError):
-        return None, path
-    return value or None, f"the key file {path}"
+            value = f.read(4096).strip()  # a key is short: a huge file is not read whole
+    except FileNotFoundError:
+        return None, path, None
+    except (OSError, UnicodeDecodeError) as exc:  # there, but unreadable: not the same as no key
+        return None, path, f"The Segmind key file {path} cannot be read ({type(exc).__name__}: {exc})."
+    return value or None, f"the key file {path}", None if value else f"The Segmind key file {path} is empty."
 
 
 def api_key():
-    """The key, or None when none is set."""
+    """The key, or None when none is set (or its file cannot be read: `problem()` says why)."""
     return _lookup()[0]
+
+
+def problem():
+    """Why no key can be used although a key file is there (unreadable, empty), or None."""
+    value, _, why = _lookup()
+    return None if value else why
+
+
+def missing_message():
+    """What to tell a user when no key can be used."""
+    return (problem() or "No Segmind API key is set.") + " " + HOW_TO_SET
 
 
 def checked(value, where=None):

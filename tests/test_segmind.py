@@ -260,3 +260,29 @@ def test_cancel_during_backoff(fake):
     _cancel_when(fake, 1)
     with pytest.raises(cancel.Cancelled):
         client(backoff=60, max_backoff=60).run("sdxl1.0-txt2img", [{"prompt": "x"}])
+
+
+def test_a_broken_endpoint_file_or_key_file_is_named_with_what_to_do(tmp_path, monkeypatch, no_key):
+    """A malformed SEGMIND_ENDPOINTS_FILE names the file and the variable (the price route says so
+    without the path); a key file that is there but unreadable is not 'no key set'."""
+    endpoints = pf("segmind.endpoints")
+    routes = pf("nodes.routes")
+    bad = tmp_path / "endpoints.json"
+    for text, reason in (("{not json", "not valid JSON"), ('["a list"]', "must be a JSON object"),
+                         ('{"codeformer": {"params": {"scale": 3}}}', "must be a JSON object")):
+        bad.write_text(text)
+        monkeypatch.setenv("SEGMIND_ENDPOINTS_FILE", str(bad))
+        with pytest.raises(endpoints.EndpointsFileError, match=f"{bad} \\(named by SEGMIND_ENDPOINTS_FILE\\).*{reason}"):
+            endpoints.table()
+        answer = routes.prices()
+        assert reason in answer["error"] and str(tmp_path) not in str(answer)
+    monkeypatch.delenv("SEGMIND_ENDPOINTS_FILE")
+    key = pf("segmind.key")
+    folder = tmp_path / "a-folder-not-a-file"
+    folder.mkdir()
+    monkeypatch.setenv(key.FILE_ENV, str(folder))
+    assert key.api_key() is None and "cannot be read (IsADirectoryError" in key.missing_message()
+    with pytest.raises(pf("engines.backend").BackendUnavailable, match="cannot be read"):
+        pf("engines.backend").choose("segmind", [])
+    monkeypatch.setenv(key.FILE_ENV, str(tmp_path / "absent"))
+    assert key.missing_message().startswith("No Segmind API key is set.")
