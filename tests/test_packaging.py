@@ -98,3 +98,14 @@ def test_readme_scheduler_table_is_the_scheduler_table():
     for row, (name, (segmind, comfy, cls, _, _)) in zip(rows, table.items()):
         assert comfy in row and f"`{cls}`" in row, row
         assert row.endswith(f"| {pf('local.schedulers').order(name)} | " + ("yes |" if segmind else "local only |")), row
+
+
+def test_diffusers_is_capped_at_a_release_the_tests_ran_on():
+    """We call diffusers' internals (requirements.txt says which): the cap admits the installed release
+    (the one this suite runs on) and nothing newer than the next minor."""
+    import diffusers
+    from packaging.requirements import Requirement
+
+    line = next(l for l in _read("requirements.txt").splitlines() if l.startswith("diffusers"))
+    spec = Requirement(line).specifier
+    assert any(s.operator == "<" for s in spec) and spec.contains(diffusers.__version__), line

@@ -26,14 +26,21 @@ def test_doctor_reports_each_runtime_library_and_the_diffusers_folders(tmp_path)
     (tmp_path / "diffusers" / "sdxl-base" / "model_index.json").write_text("{}")
     out = doctor(str(tmp_path))
     assert out.returncode == 0, out.stdout + out.stderr
-    for library in ("torch", "diffusers", "transformers", "controlnet_aux", "facexlib", "spandrel"):
+    for library in ("torch", "diffusers", "transformers", "controlnet_aux", "facexlib", "spandrel", "peft", "torchsde",
+                    "onnxruntime"):
         assert f"  {library} " in out.stdout
     assert "MISSING" not in out.stdout
     assert [l for l in out.stdout.splitlines() if l.strip().startswith("diffusers ") and "folder" in l][0].split()[1] \
         == "1"
 
 
-@pytest.mark.parametrize("library", ["diffusers", "torch"])
+def test_doctor_says_an_optional_library_is_not_installed_and_passes():
+    out = doctor(hide="onnxruntime")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "onnxruntime            not installed (optional, for DWPose's ONNX files" in out.stdout
+
+
+@pytest.mark.parametrize("library", ["diffusers", "torch", "peft", "torchsde"])
 def test_doctor_fails_when_a_runtime_library_is_missing(library):
     out = doctor(hide=library)
     assert out.returncode == 1

@@ -22,7 +22,9 @@ RUNTIME = {"torch": "every local node", "torchvision": "OpenPose (controlnet-aux
            "cv2": "pose maps, CodeFormer", "controlnet_aux": "PF_OpenPoseExtract",
            "facexlib": "PF_CodeFormer (RetinaFace, ParseNet)", "spandrel": "PF_CodeFormer, upscale models",
            "spandrel_extra_arches": "PF_CodeFormer (CodeFormer)", "transformers": "SDXL, IP-Adapter",
-           "diffusers": "SDXL, IP-Adapter", "accelerate": "SDXL loading"}
+           "diffusers": "SDXL, IP-Adapter", "accelerate": "SDXL loading", "peft": "PF_SDXLLoRA",
+           "torchsde": "the DPM++ SDE Karras scheduler"}
+OPTIONAL = {"onnxruntime": "DWPose's ONNX files (pip install onnxruntime, or onnxruntime-gpu for CUDA)"}
 
 
 def load_pack(pack_dir=PACK_DIR):
@@ -49,7 +51,7 @@ def libraries(pack):
 
     libs = submodule(pack, "local.libs")
     found = []
-    for name in RUNTIME:
+    for name in [*RUNTIME, *OPTIONAL]:
         try:
             with warnings.catch_warnings():  # the libraries' own deprecation chatter is not ours to report
                 warnings.simplefilter("ignore")
@@ -79,7 +81,9 @@ def main(argv=None):
     print("runtime libraries:")
     broken = 0
     for name, version, problem in libraries(pack):
-        if problem:
+        if problem and name in OPTIONAL:
+            print(f"  {name:22s} not installed (optional, for {OPTIONAL[name]})")
+        elif problem:
             broken += 1
             print(f"  {name:22s} MISSING for {RUNTIME[name]}: {problem}")
         else:
@@ -91,7 +95,7 @@ def main(argv=None):
         else:
             count, what = len(models.list_files(folder)), "file(s)"
         print(f"  {folder:20s} {count:3d} {what:9s} {' | '.join(models.folder_dirs(folder))}")
-    print("Segmind key:", "set" if key.api_key() else "not set. " + key.HOW_TO_SET)
+    print("Segmind key:", "set" if key.api_key() else "not set. " + key.missing_message())
     blocked = backend.segmind_blocked()
     if blocked:
         print("Segmind disabled:", blocked)
