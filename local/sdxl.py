@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 
 from ..host import comfy, device, residency, weights
 from . import ipadapter, libs, lora, prompt, schedulers, sdxl_file
@@ -99,7 +100,8 @@ def check_controlnet(path):
         raise ModelFamilyError(f"{os.path.basename(path)} is {family}, not an SDXL OpenPose ControlNet "
                                f"({OPENPOSE_SOURCE}).")
     name = os.path.basename(path.rstrip("/\\")).lower() + " " + os.path.basename(os.path.dirname(path)).lower()
-    other = [w for w in OTHER_CONTROLS if w in name]
+    words = set(re.split(r"[^a-z0-9]+", name))  # whole words: "hed" is no part of "patched"
+    other = [w for w in OTHER_CONTROLS if w in words]
     if other and "pose" not in name:
         raise ModelFamilyError(f"{os.path.basename(path)} looks like a {other[0]} ControlNet (by its name; the weights "
                                f"cannot tell): the pose nodes need an OpenPose one ({OPENPOSE_SOURCE}).")

@@ -1,6 +1,8 @@
 """PF_SDXLLoader / PF_SDXLText2Image / PF_SDXLOpenPose on a tiny random-weight SDXL written
 as a real LDM single file and a tiny SDXL ControlNet in diffusers keys, loaded with the
 network disabled; the Segmind side against the fake server."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -350,3 +352,17 @@ def test_text2image_with_an_image_prompt_is_refused_by_segmind_before_sending(fa
     with pytest.raises(requests_.SDXLRequestError, match="No Segmind endpoint takes an image prompt without a pose"):
         t2i(None, ip_adapter=adapter(), backend="segmind", width=512, height=512, num_inference_steps=25)
     assert fake.requests == []
+
+
+def test_a_controlnet_is_refused_by_its_name_only_for_whole_words(sdxl_files, tiny_root, tmp_path):
+    """The weights cannot tell a canny ControlNet from a pose one, the name can: but by whole words
+    ("hed" is in "patched", "seg" in "segment-pose" would be wrong to match)."""
+    source = tiny_root / "controlnet" / "tiny-openpose-sdxl" / "diffusion_pytorch_model.safetensors"
+    for name, refused in (("controlnet-canny-sdxl.safetensors", "canny"), ("sdxl_softedge_hed.safetensors", "softedge"),
+                          ("patched_sdxl_v2.safetensors", None), ("openpose-xl-depthless.safetensors", None)):
+        os.link(source, tmp_path / name)
+        if refused:
+            with pytest.raises(engine.ModelFamilyError, match=f"looks like a {refused} ControlNet"):
+                engine.check_controlnet(str(tmp_path / name))
+        else:
+            engine.check_controlnet(str(tmp_path / name))
