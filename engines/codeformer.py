@@ -7,7 +7,7 @@ background_enhance, face_upsample, only_center_face, detection_threshold, upscal
 UPSCALE_MODEL core's UpscaleModelLoader loaded, used instead of the file; optional). Each side
 returns ((IMAGE, MASK), details).
 """
-from ..host import images
+from ..host import images, models
 from ..host.progress import Progress
 
 NONE = "none"
@@ -25,6 +25,27 @@ def _upscaler(request):
     if not wanted or request.get("loaded_upscale_model") is not None or request["upscale_model"] == NONE:
         return None
     return request["upscale_model"]
+
+
+def model_files():
+    """The CodeFormer files in models/facerestore_models (by content: other restorers are left out)."""
+    from ..local import codeformer as engine
+
+    return engine.codeformer_files()
+
+
+def parse_ready():
+    """Whether ParseNet's file is there (paste_mask "parse" can run locally)."""
+    from ..local import codeformer as engine
+
+    return models.find("facedetection", engine.PARSE_FILE) is not None
+
+
+def ready():
+    """Whether a local run can start: a CodeFormer file and the face detector are there."""
+    from ..local import codeformer as engine
+
+    return bool(model_files()) and models.find("facedetection", engine.DETECTION_FILE) is not None
 
 
 def files(request):

@@ -1,5 +1,5 @@
 """PF_CodeFormer: face restoration + upscale, locally or on Segmind's `codeformer`."""
-from ..engines import backend as policy, codeformer
+from ..engines import backend, codeformer
 from ..host import models
 
 
@@ -16,12 +16,10 @@ class PF_CodeFormer:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from ..local import codeformer as engine
-
-        parse_ready = models.find("facedetection", engine.PARSE_FILE) is not None
+        parse_ready = codeformer.parse_ready()
         return {"required": {
             "image": ("IMAGE",),
-            "model": (engine.codeformer_files() or ["codeformer.pth"], {
+            "model": (codeformer.model_files() or ["codeformer.pth"], {
                 "tooltip": "CodeFormer weights in models/facerestore_models (other restorers there are not listed)"}),
             "fidelity": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
                                    "tooltip": "0: best quality, 1: most faithful to the input face"}),
@@ -32,7 +30,7 @@ class PF_CodeFormer:
             "face_upsample": ("BOOLEAN", {"default": False}),
             "only_center_face": ("BOOLEAN", {"default": False}),
             "detection_threshold": ("FLOAT", {"default": 0.8, "min": 0.05, "max": 1.0, "step": 0.05}),
-            "backend": policy.input_spec(),
+            "backend": backend.input_spec(),
             "upscale_model": ([codeformer.NONE] + models.list_files("upscale_models"), {
                 "default": codeformer.NONE, "tooltip": "local: the upscale model for background_enhance and face_upsample"}),
             "paste_mask": (["parse", "square"], {"default": "parse" if parse_ready else "square", "tooltip": (
@@ -47,18 +45,19 @@ class PF_CodeFormer:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model, backend):
+    def VALIDATE_INPUTS(cls, model, backend):  # noqa: F811 - ComfyUI passes the input by its name
         """ComfyUI would refuse a `model` not in the list; a Segmind (or auto) run needs no local file,
         so only a local run asks for one here (the run names what is missing and where it goes)."""
-        if backend not in policy.CHOICES:
-            return f"backend must be one of {', '.join(policy.CHOICES)}"
-        if backend == "local" and model not in cls.INPUT_TYPES()["required"]["model"][0]:
+        inputs = cls.INPUT_TYPES()["required"]
+        if backend not in inputs["backend"][0]:
+            return f"backend must be one of {', '.join(inputs['backend'][0])}"
+        if backend == "local" and model not in inputs["model"][0]:
             return (f"{model} is not a CodeFormer file in models/facerestore_models; choose one there, or use "
                     "backend segmind")
         return True
 
     def restore(self, image, model, **inputs):
-        return policy.run(type(self), codeformer, dict(inputs, image=image, model=model))
+        return backend.run(type(self), codeformer, dict(inputs, image=image, model=model))
 
 
 NODES = (PF_CodeFormer,)

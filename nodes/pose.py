@@ -3,7 +3,7 @@ Segmind's pose models extract the pose themselves, so a Segmind sampler is sent 
 photo carried in PF_POSE."""
 import json
 
-from ..engines import backend as policy, pose as engine
+from ..engines import backend, pose as engine
 
 
 _STICK_WIDTH = ("INT", {"default": 4, "min": 1, "max": 32, "tooltip": (
@@ -43,7 +43,7 @@ class PF_OpenPoseExtract:
                 stick_width=4, detector="openpose"):
         pose_map, frames, pose, people = engine.extract(image, detector, detect_body, detect_hands, detect_face,
                                                         resolution, stick_width)
-        ui = policy.report(self.NODE_ID, "local", detector=detector, people=people)
+        ui = backend.report(self.NODE_ID, "local", detector=detector, people=people)
         return {"ui": dict(ui, openpose_json=[json.dumps(frames)]), "result": (pose_map, frames, pose)}
 
 

@@ -13,17 +13,14 @@ GET /poseforge/prices -> {"as_of", "source", "endpoints": {name: {"cost_usd", "t
 import asyncio
 import sys
 
-from ..engines import backend as policy
-from ..host import models, residency
+from ..engines import backend, codeformer
+from ..host import residency
 from ..segmind import endpoints, key
 
 
 def status():
-    from ..local import codeformer as engine
-
-    restorer = bool(engine.codeformer_files()) and not models.missing([("facedetection", engine.DETECTION_FILE, None)])
-    return {"segmind_key": bool(key.api_key()), "segmind_blocked": policy.segmind_blocked(),
-            "codeformer_files": restorer, "loaded": residency.registered()}
+    return {"segmind_key": bool(key.api_key()), "segmind_blocked": backend.segmind_blocked(),
+            "codeformer_files": codeformer.ready(), "loaded": residency.registered()}
 
 
 def prices():

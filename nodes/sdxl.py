@@ -1,5 +1,5 @@
 """PF_SDXLLoader, PF_SDXLLoRA, PF_SDXLText2Image and PF_SDXLOpenPose."""
-from ..engines import backend as policy, sdxl as engine
+from ..engines import backend, sdxl as engine
 from ..host import models
 
 SEED_MAX = 999_999_999_999_999  # Segmind's largest seed, so a seed means the same on both backends
@@ -24,7 +24,7 @@ def _sampling_inputs(default_scheduler, default_steps):
             "Euler Karras, LCM and TCD are local only (the README maps each to ComfyUI's sampler/scheduler).")}),
         "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True}),
         "samples": ("INT", {"default": 1, "min": 1, "max": 16, "tooltip": "images per pose (seed, seed+1, ...)"}),
-        "backend": policy.input_spec(),
+        "backend": backend.input_spec(),
     }
 
 
@@ -94,7 +94,7 @@ class PF_SDXLText2Image:
                 "optional": {"sdxl": ("PF_SDXL",), "ip_adapter": ("PF_IPADAPTER", {"tooltip": "local only"})}}
 
     def generate(self, sdxl=None, ip_adapter=None, **inputs):
-        return policy.run(type(self), engine, dict(inputs, sdxl=sdxl, ip_adapter=ip_adapter))
+        return backend.run(type(self), engine, dict(inputs, sdxl=sdxl, ip_adapter=ip_adapter))
 
 
 class PF_SDXLOpenPose:
@@ -124,7 +124,7 @@ class PF_SDXLOpenPose:
         return {"required": required, "optional": optional}
 
     def generate(self, pose, sdxl=None, ip_adapter=None, **inputs):
-        return policy.run(type(self), engine, dict(inputs, pose=pose, sdxl=sdxl, ip_adapter=ip_adapter))
+        return backend.run(type(self), engine, dict(inputs, pose=pose, sdxl=sdxl, ip_adapter=ip_adapter))
 
 
 NODES = (PF_SDXLLoader, PF_SDXLLoRA, PF_SDXLText2Image, PF_SDXLOpenPose)
