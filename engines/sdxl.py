@@ -67,15 +67,15 @@ def check(request):
 def files(request):
     """{role: (folder, file, source)}: ckpt, controlnet (pose runs), lora0.. (PF_SDXLLoRA), ipadapter and
     clip_vision (with an image prompt)."""
-    from ..local import lora, sdxl
+    from ..local import families, lora
 
     check(request)
     sdxl_handle = request["sdxl"]
     if sdxl_handle is None:
         return {"ckpt": NO_LOADER}
-    wanted = {"ckpt": (*sdxl_handle["ckpt"], sdxl.SDXL_SOURCE)}
+    wanted = {"ckpt": (*sdxl_handle["ckpt"], families.SDXL_SOURCE)}
     if is_pose(request):  # none chosen: missing for the local side only (Segmind needs no ControlNet file)
-        wanted["controlnet"] = ("controlnet", sdxl_handle["controlnet"] or NO_CONTROLNET, sdxl.OPENPOSE_SOURCE)
+        wanted["controlnet"] = ("controlnet", sdxl_handle["controlnet"] or NO_CONTROLNET, families.OPENPOSE_SOURCE)
     for index, spec in enumerate(sdxl_handle.get("loras", [])):
         wanted[f"lora{index}"] = ("loras", spec["name"], lora.SOURCE)
     if request.get("ip_adapter") is not None:

@@ -22,7 +22,7 @@ import contextlib
 import os
 
 from ..host import residency, weights
-from . import libs
+from . import families, libs
 
 SOURCE = "https://civitai.com or https://huggingface.co (an SDXL LoRA, e.g. ByteDance/SDXL-Lightning)"
 LYCORIS_OTHER = ("hada_w1_a", "lokr_w1", "oft_blocks", "diff_b")  # LoHa, LoKr, OFT, full-diff: not LoRA
@@ -49,9 +49,7 @@ def describe(shapes):
     if not any("lora" in n.lower() for n in names):
         if any(marker in n for n in names for marker in LYCORIS_OTHER):
             return "a LyCORIS LoHa/LoKr/OFT file, which diffusers cannot load (only LoRA and LoCon)"
-        from .sdxl import checkpoint_family
-
-        family = checkpoint_family(names)
+        family = families.checkpoint_family(names)
         return "not a LoRA" + ("" if family == "not a Stable Diffusion checkpoint" else f" but {family}")
     if any(n.startswith(("double_blocks", "single_blocks", "lora_unet_double_blocks", "lora_unet_single_blocks",
                          "transformer.single_transformer_blocks", "diffusion_model.double_blocks")) for n in names):

@@ -19,111 +19,15 @@ import contextlib
 import functools
 import logging
 import os
-import re
 
 from ..host import comfy, device, residency, weights
-from . import ipadapter, libs, lora, prompt, schedulers, sdxl_file
+from . import families, ipadapter, libs, lora, prompt, schedulers, sdxl_file
 
 log = logging.getLogger("PoseForge")
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIG_DIR = os.path.join(HERE, "sdxl_config")
 CONTROLNET_CONFIG_DIR = os.path.join(CONFIG_DIR, "controlnet")
 VOCAB_DIR = os.path.join(HERE, "clip_vocab")
-SDXL_SOURCE = "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0 (sd_xl_base_1.0.safetensors)"
-OPENPOSE_SOURCE = ("https://huggingface.co/thibaud/controlnet-openpose-sdxl-1.0 (OpenPoseXL2.safetensors) or "
-                   "https://huggingface.co/xinsir/controlnet-openpose-sdxl-1.0 (folder)")
-OTHER_CONTROLS = ("canny", "depth", "scribble", "softedge", "lineart", "tile", "seg", "normal", "mlsd", "inpaint",
-                  "blur", "hed", "sketch", "recolor", "qrcode")
-
-class ModelFamilyError(ValueError):
-    pass
-
-
-# -- what a file is ------------------------------------------------------------
-def checkpoint_family(keys):
-    """The model family a checkpoint's tensor names say it is."""
-    def has(prefix):
-        return any(k.startswith(prefix) for k in keys)
-
-    if has("conditioner.embedders.1.model.") and has("model.diffusion_model.label_emb."):
-        return "SDXL" if has("conditioner.embedders.0.transformer.") else "SDXL refiner"
-    if has("model.diffusion_model.joint_blocks."):
-        return "SD3"
-    if has("double_blocks.") or has("model.diffusion_model.double_blocks."):
-        return "Flux"
-    if has("cond_stage_model.transformer."):
-        return "SD1.x"
-    if has("cond_stage_model.model."):
-        return "SD2.x"
-    if has("model.diffusion_model.label_emb.") or has("label_emb."):
-        return "SDXL UNet alone (no text encoders or VAE)"
-    if has("down_blocks.") and has("time_embedding."):
-        return "a diffusers UNet/ControlNet file, not a whole checkpoint"
-    return "not a Stable Diffusion checkpoint"
-
-
-def controlnet_family(keys):
-    keys = set(keys)
-    if "controlnet_cond_embedding.conv_in.weight" in keys:  # diffusers layout
-        if "add_embedding.linear_1.weight" not in keys:
-            return "SD1.x/2.x ControlNet"
-        if "task_embedding" in keys or any(k.startswith("controlnet_mode_embedding") for k in keys):
-            return "SDXL ControlNet Union"
-        return "SDXL ControlNet"
-    hint = {k[len("control_model."):] if k.startswith("control_model.") else k for k in keys}
-    if "input_hint_block.0.weight" in hint:
-        return "SDXL ControlNet" if "label_emb.0.0.weight" in hint else "SD1.x/2.x ControlNet"
-    if any("lora" in k for k in keys):
-        return "Control-LoRA"
-    if any(k.startswith("adapter.") or k.startswith("body.") for k in keys):
-        return "T2I-Adapter"
-    return "not a ControlNet"
-
-
-def check_checkpoint(path):
-    """Refuse anything but an SDXL base-layout checkpoint, naming the file and what it is."""
-    if os.path.isdir(path):
-        index = os.path.join(path, "model_index.json")
-        kind = _json(index).get("_class_name", "?") if os.path.exists(index) else "a folder without model_index.json"
-        if kind not in ("StableDiffusionXLPipeline", "StableDiffusionXLControlNetPipeline"):
-            raise ModelFamilyError(f"{path} is {kind}, not an SDXL diffusers folder (StableDiffusionXLPipeline).")
-        return
-    family = checkpoint_family(weights.keys(path))
-    if family != "SDXL":
-        raise ModelFamilyError(f"{os.path.basename(path)} is {family}, not an SDXL checkpoint: choose an SDXL base "
-                               f"model or a fine-tune of it ({SDXL_SOURCE}).")
-
-
-def check_controlnet(path):
-    family = controlnet_family(weights.keys(_controlnet_weights(path)))
-    if family != "SDXL ControlNet":
-        raise ModelFamilyError(f"{os.path.basename(path)} is {family}, not an SDXL OpenPose ControlNet "
-                               f"({OPENPOSE_SOURCE}).")
-    name = os.path.basename(path.rstrip("/\\")).lower() + " " + os.path.basename(os.path.dirname(path)).lower()
-    words = set(re.split(r"[^a-z0-9]+", name))  # whole words: "hed" is no part of "patched"
-    other = [w for w in OTHER_CONTROLS if w in words]
-    if other and "pose" not in name:
-        raise ModelFamilyError(f"{os.path.basename(path)} looks like a {other[0]} ControlNet (by its name; the weights "
-                               f"cannot tell): the pose nodes need an OpenPose one ({OPENPOSE_SOURCE}).")
-
-
-def _controlnet_weights(path):
-    if os.path.isdir(path):
-        for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-                     "diffusion_pytorch_model.bin"):
-            if os.path.exists(os.path.join(path, name)):
-                return os.path.join(path, name)
-        raise ModelFamilyError(f"{path} holds no diffusion_pytorch_model weights.")
-    return path
-
-
-def _json(path):
-    import json
-
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def resolved(name):
     """The dtype name `auto` means here: fp16 on CUDA, fp32 elsewhere (others are themselves), so
     `auto` and `fp16` on CUDA share one cache entry."""
@@ -172,7 +76,7 @@ def checkpoint(path, dtype_name="auto"):
     def load():
         import torch
 
-        check_checkpoint(path)  # reads the tensor names only: before any heavy import or load
+        families.check_checkpoint(path)  # reads the tensor names only: before any heavy import or load
         dtype = torch_dtype(dtype_name)
         if not os.path.isdir(path) and path.lower().endswith(weights.SAFETENSORS):
             configs = {part: component_config(path, part) for part in names}
@@ -198,12 +102,12 @@ def checkpoint(path, dtype_name="auto"):
 def controlnet(path, dtype_name="auto"):
     """The ControlNet Resident of `path` (a diffusers-key file or a diffusers folder)."""
     def load():
-        check_controlnet(path)
-        weights_file = _controlnet_weights(path)
+        families.check_controlnet(path)
+        weights_file = families.controlnet_weights(path)
         folder = os.path.dirname(weights_file)
         config = folder if os.path.exists(os.path.join(folder, "config.json")) else CONTROLNET_CONFIG_DIR
         if weights_file.lower().endswith(weights.SAFETENSORS):
-            return sdxl_file.controlnet(weights_file, _json(os.path.join(config, "config.json")),
+            return sdxl_file.controlnet(weights_file, families.read_json(os.path.join(config, "config.json")),
                                         torch_dtype(dtype_name))
         return libs.diffusers().ControlNetModel.from_single_file(weights_file, config=config, local_files_only=True,
                                                                  torch_dtype=torch_dtype(dtype_name),
@@ -224,7 +128,7 @@ def config_dir(ckpt_path):
 def component_config(ckpt_path, part, name="config.json"):
     """A component's diffusers config (e.g. "unet", or "scheduler" / "scheduler_config.json") of a
     checkpoint, read without loading anything."""
-    return _json(os.path.join(config_dir(ckpt_path), part, name))
+    return families.read_json(os.path.join(config_dir(ckpt_path), part, name))
 
 
 # -- sampling, phase by phase -----------------------------------------------------

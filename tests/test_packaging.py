@@ -109,3 +109,44 @@ def test_diffusers_is_capped_at_a_release_the_tests_ran_on():
     line = next(l for l in _read("requirements.txt").splitlines() if l.startswith("diffusers"))
     spec = Requirement(line).specifier
     assert any(s.operator == "<" for s in spec) and spec.contains(diffusers.__version__), line
+
+
+def _imports(path, module):
+    """The pack's modules that `module` (dotted, e.g. 'local.sdxl') imports anywhere in its file, deferred
+    imports inside functions included."""
+    import ast
+
+    package = module.split(".")[:-1] if not path.endswith("__init__.py") else module.split(".")
+    found = set()
+    for node in ast.walk(ast.parse(_read(path))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[:len(package) - node.level + 1] if node.level > 1 else package
+            target = [p for p in base if p] + (node.module.split(".") if node.module else [])
+            names = [a.name for a in node.names]
+            for name in names if not node.module else [None] + names:
+                found.add(".".join(target + ([name] if name else [])))
+    return found
+
+
+def test_no_import_circle_in_the_pack():
+    """Every module of the pack, deferred imports included: the graph of who imports whom has no cycle."""
+    modules = {}
+    for folder in ("host", "local", "engines", "nodes", "segmind"):
+        for name in os.listdir(os.path.join(ROOT, folder)):
+            if name.endswith(".py"):
+                dotted = f"{folder}.{name[:-3]}" if name != "__init__.py" else folder
+                modules[dotted] = os.path.join(folder, name)
+    graph = {m: {i for i in _imports(path, m) if i in modules and i != m} for m, path in modules.items()}
+
+    def cycle_from(start, here, seen):
+        for nxt in graph[here]:
+            if nxt == start:
+                return seen + [nxt]
+            if nxt not in seen:
+                found = cycle_from(start, nxt, seen + [nxt])
+                if found:
+                    return found
+        return None
+
+    circles = [c for m in graph if (c := cycle_from(m, m, [m]))]
+    assert circles == [], circles[0]

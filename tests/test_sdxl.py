@@ -11,6 +11,7 @@ from conftest import PACK, pf
 
 models = pf("host.models")
 engine = pf("local.sdxl")
+families = pf("local.families")
 libs = pf("local.libs")
 endpoints = pf("segmind.endpoints")
 requests_ = pf("engines.sdxl")
@@ -69,16 +70,16 @@ def test_family_detection_refuses_other_models(tmp_path):
                                       "model.diffusion_model.label_emb.0.0.weight": t}, "SDXL refiner")}
     for name, (sd, family) in cases.items():
         save_file({k: v.clone() for k, v in sd.items()}, tmp_path / name)
-        with pytest.raises(engine.ModelFamilyError, match=f"{name} is {family}"):
-            engine.check_checkpoint(str(tmp_path / name))
+        with pytest.raises(families.ModelFamilyError, match=f"{name} is {family}"):
+            families.check_checkpoint(str(tmp_path / name))
     save_file({"controlnet_cond_embedding.conv_in.weight": t, "time_embedding.linear_1.weight": t.clone()},
               tmp_path / "cn15.safetensors")
-    with pytest.raises(engine.ModelFamilyError, match="SD1.x/2.x ControlNet"):
-        engine.check_controlnet(str(tmp_path / "cn15.safetensors"))
+    with pytest.raises(families.ModelFamilyError, match="SD1.x/2.x ControlNet"):
+        families.check_controlnet(str(tmp_path / "cn15.safetensors"))
     save_file({"controlnet_cond_embedding.conv_in.weight": t, "add_embedding.linear_1.weight": t.clone()},
               tmp_path / "controlnet-canny-sdxl.safetensors")
-    with pytest.raises(engine.ModelFamilyError, match="canny"):
-        engine.check_controlnet(str(tmp_path / "controlnet-canny-sdxl.safetensors"))
+    with pytest.raises(families.ModelFamilyError, match="canny"):
+        families.check_controlnet(str(tmp_path / "controlnet-canny-sdxl.safetensors"))
 
 
 # -- sampling ------------------------------------------------------------------
@@ -362,7 +363,7 @@ def test_a_controlnet_is_refused_by_its_name_only_for_whole_words(sdxl_files, ti
                           ("patched_sdxl_v2.safetensors", None), ("openpose-xl-depthless.safetensors", None)):
         os.link(source, tmp_path / name)
         if refused:
-            with pytest.raises(engine.ModelFamilyError, match=f"looks like a {refused} ControlNet"):
-                engine.check_controlnet(str(tmp_path / name))
+            with pytest.raises(families.ModelFamilyError, match=f"looks like a {refused} ControlNet"):
+                families.check_controlnet(str(tmp_path / name))
         else:
-            engine.check_controlnet(str(tmp_path / name))
+            families.check_controlnet(str(tmp_path / name))
