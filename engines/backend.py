@@ -164,15 +164,22 @@ def check_finite(request):
             raise NotFinite(f"{name} is {value}: it must be a finite number.")
 
 
-def run(node, engine, inputs):
-    """Choose the backend for `engine` (see the module docstring) by the `backend` input, run it,
-    and return the node's {"ui", "result"}. `node` is the node class: its id, and the defaults of
-    the inputs a caller left out (ComfyUI passes them all; scripts and tests need not)."""
+def decide(node, engine, inputs):
+    """(request, "local" | "segmind", the local files wanted) for `inputs` of `node` (the node class:
+    the defaults of the inputs a caller left out; ComfyUI passes them all): every check made before
+    anything runs or is sent, raising what the run would. The run and the editor's plan
+    (engines/plan.py) both decide here."""
     request = dict(defaults(node), **inputs)
     requested = request.pop("backend")
     check_finite(request)
     wanted = engine.files(request)
-    chosen = choose(requested, list(wanted.values()), lambda: segmind_check(engine, request))
+    return request, choose(requested, list(wanted.values()), lambda: segmind_check(engine, request)), wanted
+
+
+def run(node, engine, inputs):
+    """Choose the backend for `engine` (see the module docstring) by the `backend` input, run it,
+    and return the node's {"ui", "result"}. `node` is the node class: its id and its defaults."""
+    request, chosen, wanted = decide(node, engine, inputs)
     if chosen == "local":
         outputs, details = engine.local(request, models.require(wanted))
     else:

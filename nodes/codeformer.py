@@ -10,6 +10,7 @@ class PF_CodeFormer:
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("image", "face_mask")
     FUNCTION = "restore"
+    ENGINE = codeformer  # engines/plan.py answers what the node will do from it
     DESCRIPTION = ("Detects faces (RetinaFace), restores them with CodeFormer and pastes them back onto the "
                    "image upscaled `upscale` times. CodeFormer is under the S-Lab non-commercial license. "
                    "face_mask marks the restored faces (local backend only; empty on Segmind).")

@@ -85,6 +85,7 @@ class PF_SDXLText2Image:
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
     FUNCTION = "generate"
+    ENGINE = engine  # engines/plan.py answers what the node will do from it
     DESCRIPTION = ("SDXL text-to-image, locally (diffusers, needs PF_SDXLLoader; an optional image prompt from "
                    "PF_IPAdapter) or on Segmind's sdxl1.0-txt2img.")
 
@@ -104,6 +105,7 @@ class PF_SDXLOpenPose:
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
     FUNCTION = "generate"
+    ENGINE = engine
     DESCRIPTION = ("SDXL guided by an OpenPose ControlNet: one image per pose x samples, in order. Local: the pose "
                    "map, fitted to the output size; Segmind (sdxl-openpose): the pose's source photo, from which "
                    "Segmind extracts the pose.")

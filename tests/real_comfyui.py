@@ -77,6 +77,8 @@ def comfyui(tmp_path_factory, cf_root, openpose_root, sdxl_files, ip_files, lora
                 break
             except OSError:
                 time.sleep(0.5)
+        else:  # never answered: fail here, not in every test that would use it
+            pytest.fail("ComfyUI did not answer in 300 s:\n" + (base / "comfyui.log").read_text()[-4000:])
         yield url, base
     finally:
         proc.terminate()

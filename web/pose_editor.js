@@ -11,31 +11,26 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const NODE = "PF_PoseRender";
-const LIMBS = [[2, 3], [2, 6], [3, 4], [4, 5], [6, 7], [7, 8], [2, 9], [9, 10], [10, 11], [2, 12], [12, 13],
-  [13, 14], [2, 1], [1, 15], [15, 17], [1, 16], [16, 18]];
-const COLOURS = [[255, 0, 0], [255, 85, 0], [255, 170, 0], [255, 255, 0], [170, 255, 0], [85, 255, 0], [0, 255, 0],
-  [0, 255, 85], [0, 255, 170], [0, 255, 255], [0, 170, 255], [0, 85, 255], [0, 0, 255], [85, 0, 255],
-  [170, 0, 255], [255, 0, 255], [255, 0, 170], [255, 0, 85]];
+// How the server draws and reads poses (GET /poseforge/pose_tables: local/pose_render.py's limbs,
+// colours, parts, bounds and BODY_25's conversion), fetched once before any node is made.
+let TABLES = null;
 const JOINTS = ["nose", "neck", "right shoulder", "right elbow", "right wrist", "left shoulder", "left elbow",
   "left wrist", "right hip", "right knee", "right ankle", "left hip", "left knee", "left ankle", "right eye",
   "left eye", "right ear", "left ear"];
 const MIRROR = [0, 1, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 10, 15, 14, 17, 16]; // a joint's left/right twin
-const HAND_EDGES = [[0, 1], [1, 2], [2, 3], [3, 4], [0, 5], [5, 6], [6, 7], [7, 8], [0, 9], [9, 10], [10, 11],
-  [11, 12], [0, 13], [13, 14], [14, 15], [15, 16], [0, 17], [17, 18], [18, 19], [19, 20]];
-const PARTS = { pose_keypoints_2d: 18, hand_left_keypoints_2d: 21, hand_right_keypoints_2d: 21, face_keypoints_2d: 70 };
 const STANDING = [[0.5, 0.14], [0.5, 0.26], [0.41, 0.26], [0.36, 0.42], [0.33, 0.57], [0.59, 0.26], [0.64, 0.42],
   [0.67, 0.57], [0.45, 0.56], [0.45, 0.74], [0.45, 0.92], [0.55, 0.56], [0.55, 0.74], [0.55, 0.92], [0.48, 0.12],
   [0.52, 0.12], [0.46, 0.13], [0.54, 0.13]];
 const HIT = 10; // pixels on screen within which a point is picked
 const UNDO = 50;
-const MAX_PEOPLE = 100; // as PF_PoseRender draws at most
 
 function emptyFrame(width = 512, height = 512) {
   return { people: [], canvas_width: width, canvas_height: height };
 }
 
 // A POSE_KEYPOINT frame (the first of a list) in normalized coordinates, from JSON text or an
-// object in the layouts comfyui_controlnet_aux and the common OpenPose editors write; null if none.
+// object in the layouts comfyui_controlnet_aux and the common OpenPose editors write (a 25-point
+// BODY_25 body converted to COCO-18 as the server converts it); null if none.
 export function parsePose(source) {
   let found = source;
   if (typeof source === "string") {
@@ -43,15 +38,21 @@ export function parsePose(source) {
     try { found = JSON.parse(source); } catch { return null; }
   }
   if (Array.isArray(found)) found = found[0];
-  if (!found || typeof found !== "object" || !Array.isArray(found.people)) return null;
+  if (!TABLES || !found || typeof found !== "object" || !Array.isArray(found.people)) return null;
   const width = Number(found.canvas_width) || 512, height = Number(found.canvas_height) || 512;
-  const values = found.people.slice(0, MAX_PEOPLE).flatMap((p) => Object.keys(PARTS).flatMap((k) => triplets(p?.[k]).filter((t) => t[2] > 0)
-    .flatMap((t) => [Math.abs(t[0]), Math.abs(t[1])])));
-  const pixels = values.length && Math.max(...values) > 1.5;
-  const people = found.people.slice(0, MAX_PEOPLE).filter((p) => p && typeof p === "object").map((p) => {
+  const kept = found.people.slice(0, TABLES.max_people).filter((p) => p && typeof p === "object");
+  let largest = 0; // pixel or normalized coordinates: a loop, as a spread of a big pose overflows the stack
+  for (const p of kept) {
+    for (const part of Object.keys(TABLES.parts)) {
+      for (const [x, y, c] of triplets(p[part])) if (c > 0) largest = Math.max(largest, Math.abs(x), Math.abs(y));
+    }
+  }
+  const pixels = largest > 1.5;
+  const people = kept.map((p) => {
     const person = {};
-    for (const [part, count] of Object.entries(PARTS)) {
-      const points = triplets(p[part]);
+    for (const [part, count] of Object.entries(TABLES.parts)) {
+      let points = triplets(p[part]);
+      if (part === "pose_keypoints_2d" && points.length === 25) points = TABLES.body_25_to_coco.map((i) => points[i]);
       person[part] = points.length ? points.slice(0, count).flatMap(([x, y, c]) => c > 0
         ? [pixels ? x / width : x, pixels ? y / height : y, 1] : [0, 0, 0]) : null;
     }
@@ -71,12 +72,6 @@ function triplets(flat) {
 
 function rgb([r, g, b], scale = 1) {
   return `rgb(${Math.round(r * scale)},${Math.round(g * scale)},${Math.round(b * scale)})`;
-}
-
-function hsv(h) { // HSV (s = v = 1) -> rgb(), as the hand edges are coloured
-  const i = Math.floor(h * 6), f = h * 6 - i, q = 1 - f;
-  const [r, g, b] = [[1, f, 0], [q, 1, 0], [0, 1, f], [0, q, 1], [f, 0, 1], [1, 0, q]][i % 6];
-  return rgb([r * 255, g * 255, b * 255]);
 }
 
 function button(label, title, onClick) {
@@ -130,9 +125,14 @@ class PoseEditor {
   }
 
   // -- the pose: the edit, or (until the first edit) the connected extract's result --------------
-  edited() { return parsePose(this.poseWidget.value); }
+  edited() { return this.parsed(this.poseWidget.value); }
 
   shown() { return this.edited() ?? this.extracted() ?? emptyFrame(); }
+
+  parsed(text) { // parsePose, read again only when the text changes (a click looks at every point)
+    if (!this.cache || this.cache.text !== text) this.cache = { text, frame: parsePose(text) };
+    return this.cache.frame; // shared: change a copy (working)
+  }
 
   extractNode() {
     const link = this.node.inputs?.find((i) => i.name === "keypoints")?.link;
@@ -142,7 +142,11 @@ class PoseEditor {
 
   extracted() {
     const origin = this.extractNode();
-    return origin?.pfOpenposeJson ? parsePose(origin.pfOpenposeJson) : null;
+    if (!origin?.pfOpenposeJson) return null;
+    if (!this.extractCache || this.extractCache.text !== origin.pfOpenposeJson) {
+      this.extractCache = { text: origin.pfOpenposeJson, frame: parsePose(origin.pfOpenposeJson) };
+    }
+    return this.extractCache.frame;
   }
 
   commit(frame) {
@@ -230,8 +234,7 @@ class PoseEditor {
   }
 
   // -- geometry ------------------------------------------------------------------------------
-  view() { // where the pose canvas is drawn in the element, in CSS pixels (fitted, centred)
-    const frame = this.shown();
+  view(frame = this.shown()) { // where the pose canvas is drawn in the element, in CSS pixels (fitted, centred)
     const w = this.canvas.clientWidth, h = this.canvas.clientHeight;
     const s = Math.min(w / frame.canvas_width, h / frame.canvas_height) || 1;
     const vw = frame.canvas_width * s, vh = frame.canvas_height * s;
@@ -239,10 +242,10 @@ class PoseEditor {
   }
 
   // The page position of a point (tests and tools use it to aim the mouse).
-  clientPoint(person, index, part = "pose_keypoints_2d") {
-    const p = triplets(this.shown().people[person]?.[part])[index];
+  clientPoint(person, index, part = "pose_keypoints_2d", frame = this.shown()) {
+    const p = triplets(frame.people[person]?.[part])[index];
     if (!p || p[2] <= 0) return null;
-    const rect = this.canvas.getBoundingClientRect(), v = this.view();
+    const rect = this.canvas.getBoundingClientRect(), v = this.view(frame);
     return { x: rect.left + v.x + p[0] * v.w, y: rect.top + v.y + p[1] * v.h };
   }
 
@@ -252,12 +255,13 @@ class PoseEditor {
   }
 
   hit(event) {
-    const frame = this.shown();
+    if (!TABLES) return null;
+    const frame = this.shown(); // parsed once for all the points
     let best = null;
     frame.people.forEach((person, p) => {
-      for (const part of Object.keys(PARTS)) {
+      for (const part of Object.keys(TABLES.parts)) {
         triplets(person[part]).forEach((pt, index) => {
-          const at = pt[2] > 0 && this.clientPoint(p, index, part);
+          const at = pt[2] > 0 && this.clientPoint(p, index, part, frame);
           if (!at) return;
           const d = Math.hypot(at.x - event.clientX, at.y - event.clientY);
           if (d <= HIT && (!best || d < best.d)) best = { person: p, part, index, d };
@@ -373,13 +377,14 @@ class PoseEditor {
   }
 
   draw(frame = this.shown()) {
+    if (!TABLES) return; // no server tables: nothing is drawn rather than drawn otherwise
     const c = this.canvas, ratio = window.devicePixelRatio || 1;
     c.width = Math.max(1, Math.round(c.clientWidth * ratio));
     c.height = Math.max(1, Math.round(c.clientHeight * ratio));
     const ctx = c.getContext("2d");
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, c.clientWidth, c.clientHeight);
-    const v = this.view();
+    const v = this.view(frame);
     ctx.fillStyle = "#000";
     ctx.fillRect(v.x, v.y, v.w, v.h);
     if (this.photo) {
@@ -392,10 +397,10 @@ class PoseEditor {
     frame.people.forEach((person, p) => {
       ctx.globalAlpha = preview ? 0.6 : (p === this.person ? 1 : 0.75);
       const body = triplets(person.pose_keypoints_2d);
-      LIMBS.forEach(([a, b], i) => {
+      TABLES.limbs.forEach(([a, b], i) => {
         const pa = body[a - 1], pb = body[b - 1];
         if (!(pa?.[2] > 0 && pb?.[2] > 0)) return;
-        ctx.strokeStyle = rgb(COLOURS[i], 0.6);
+        ctx.strokeStyle = rgb(TABLES.colours[i], 0.6);
         ctx.lineWidth = 5;
         ctx.beginPath();
         ctx.moveTo(...at(pa));
@@ -404,16 +409,16 @@ class PoseEditor {
       });
       body.forEach((pt, i) => {
         if (!(pt[2] > 0)) return;
-        ctx.fillStyle = rgb(COLOURS[i]);
+        ctx.fillStyle = rgb(TABLES.colours[i]);
         ctx.beginPath();
         ctx.arc(...at(pt), 4, 0, 2 * Math.PI);
         ctx.fill();
       });
       for (const side of ["hand_left_keypoints_2d", "hand_right_keypoints_2d"]) {
         const hand = triplets(person[side]);
-        HAND_EDGES.forEach(([a, b], i) => {
+        TABLES.hand_edges.forEach(([a, b], i) => {
           if (!(hand[a]?.[2] > 0 && hand[b]?.[2] > 0)) return;
-          ctx.strokeStyle = hsv(i / HAND_EDGES.length);
+          ctx.strokeStyle = rgb(TABLES.hand_colours[i]);
           ctx.lineWidth = 1.5;
           ctx.beginPath();
           ctx.moveTo(...at(hand[a]));
@@ -447,6 +452,13 @@ class PoseEditor {
 
 app.registerExtension({
   name: "PoseForge.poseEditor",
+  async init() { // before any node exists
+    try {
+      TABLES = await (await api.fetchApi("/poseforge/pose_tables")).json();
+    } catch {
+      TABLES = null; // a server without PoseForge's routes: the editor says so instead of guessing
+    }
+  },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData.name !== NODE) return;
     const created = nodeType.prototype.onNodeCreated;

@@ -1,25 +1,44 @@
 // PoseForge in the graph editor: under each PF_ node, which backend ran last (and, for Segmind,
-// the cost and credits it reported, from the node's `ui` output via the `executed` event); on
-// nodes that will run on Segmind (backend segmind, or auto without the local files) the
-// estimated price before the run, from the endpoint table (GET /poseforge/prices) x samples (for
-// each image of a batch), labelled as an estimate with the price list's date, and a note when the
-// endpoint's fields are unconfirmed; a warning when no Segmind key is configured. During a
-// Segmind run ComfyUI's own progress bar and progress text show the time against Segmind's
-// typical time. GET /poseforge/status says only whether a key is set, never the key.
+// the cost and credits it reported, from the node's `ui` output via the `executed` event). Before
+// a run, what each generating node will do is the server's answer, never a guess here: POST
+// /poseforge/plan runs the run's own backend choice and checks on the exported graph (again when
+// it changes) and says the backend, Segmind's endpoint, jobs and price (labelled as an estimate
+// with the price list's date, a note when the endpoint's fields are unconfirmed), or why the run
+// would stop (a LoRA, a local-only scheduler, a drawn pose, no key) for a node not set to local.
+// During a Segmind run ComfyUI's own progress bar and progress text show the time against
+// Segmind's typical time. GET /poseforge/status says only whether a key is set, never the key.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const PREFIX = "PF_";
+const PLANNED = ["PF_SDXLText2Image", "PF_SDXLOpenPose", "PF_CodeFormer"];
+const PLAN_EVERY = 1000; // ms between looks at whether the graph changed
 let status = null;
-let prices = null;
+let lastPlanned = null;
 
 async function refresh() {
   try {
     status = await (await api.fetchApi("/poseforge/status")).json();
-    prices = await (await api.fetchApi("/poseforge/prices")).json();
   } catch {
-    status = prices = null; // an older server without the routes: show nothing rather than guess
+    status = null; // an older server without the routes: show nothing rather than guess
   }
+}
+
+// Ask the server what each generating node will do, when the exported graph has changed.
+export async function refreshPlans(force = false) {
+  const nodes = (app.graph?._nodes ?? []).filter((n) => PLANNED.includes(n.type));
+  if (!nodes.length) return;
+  const { output } = await app.graphToPrompt();
+  const body = JSON.stringify({ prompt: output, nodes: nodes.map((n) => String(n.id)) });
+  if (body === lastPlanned && !force) return;
+  lastPlanned = body;
+  try {
+    const answer = await (await api.fetchApi("/poseforge/plan", { method: "POST", body })).json();
+    for (const node of nodes) node.pfPlan = answer.plans?.[String(node.id)] ?? null;
+  } catch {
+    for (const node of nodes) node.pfPlan = null;
+  }
+  app.graph?.setDirtyCanvas(true, true);
 }
 
 function lastRun(output) {
@@ -33,42 +52,28 @@ function lastRun(output) {
 }
 
 const widget = (node, name) => node.widgets?.find((w) => w.name === name);
-const linked = (node, name) => node.inputs?.find((i) => i.name === name)?.link != null;
 
-// The Segmind endpoint a node would call, or null (not a Segmind node).
-function endpointOf(node) {
-  if (node.type === "PF_SDXLText2Image") return "sdxl1.0-txt2img";
-  if (node.type === "PF_SDXLOpenPose") return linked(node, "ip_adapter") ? "ip-sdxl-openpose" : "sdxl-openpose";
-  if (node.type === "PF_CodeFormer") return "codeformer";
-  return null;
-}
-
-// Whether the node will run on Segmind: backend segmind, or auto without its local files.
-function onSegmind(node) {
-  const backend = widget(node, "backend")?.value;
-  if (backend === "segmind") return true;
-  if (backend !== "auto") return false;
-  return node.type === "PF_CodeFormer" ? status?.codeformer_files === false : !linked(node, "sdxl");
-}
-
-// The estimate shown before a run, e.g. "Segmind est. $0.016 for this run (2 x $0.008; price list
-// of 2026-11-21)", a batch of pose images costing that for each; "" when the node does not run on
-// Segmind.
+// The estimate shown before a run, e.g. "Segmind est. $0.016 for this run (2 × $0.008; price list
+// of 2026-11-21)"; "" when the server's plan is not Segmind.
 export function priceText(node) {
-  const endpoint = endpointOf(node);
-  if (!endpoint || !prices || !onSegmind(node)) return "";
-  const entry = prices.endpoints?.[endpoint];
-  if (!entry) return "";
-  const samples = Number(widget(node, "samples")?.value ?? 1) || 1;
+  const plan = node.pfPlan;
+  if (plan?.backend !== "segmind") return "";
   const parts = [];
-  if (entry.cost_usd == null) parts.push(`Segmind ${endpoint}: price not published`);
+  if (plan.unit_cost_usd == null) parts.push(`Segmind ${plan.endpoint}: price not published`);
   else {
-    const total = Math.round(entry.cost_usd * samples * 1e6) / 1e6;
     const per = node.type === "PF_SDXLText2Image" ? "this run" : "each image of the batch";
-    parts.push(`Segmind est. $${total} for ${per} (${samples} × $${entry.cost_usd}; price list of ${prices.as_of})`);
+    parts.push(`Segmind est. $${plan.cost_usd} for ${per} (${plan.jobs} × $${plan.unit_cost_usd}; price list of ${plan.as_of})`);
   }
-  if (!entry.confirmed) parts.push(`${endpoint}'s fields are unconfirmed by Segmind`);
+  if (!plan.confirmed) parts.push(`${plan.endpoint}'s fields are unconfirmed by Segmind`);
   return parts.join(" · ");
+}
+
+// Why a node not set to local would stop before doing anything (the plan's first line), or "".
+export function refusalText(node) {
+  const refused = node.pfPlan?.refused;
+  if (!refused || widget(node, "backend")?.value === "local") return "";
+  const line = String(refused).split("\n")[0];
+  return line.length > 140 ? `${line.slice(0, 139)}…` : line;
 }
 
 function keyWarning(node) {
@@ -89,7 +94,8 @@ app.registerExtension({
       node.pfLastRun = lastRun(detail.output ?? {});
       node.setDirtyCanvas(true, true);
     });
-    api.addEventListener("reconnected", refresh);
+    api.addEventListener("reconnected", () => { refresh(); refreshPlans(true); });
+    setInterval(() => refreshPlans().catch(() => {}), PLAN_EVERY);
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -99,8 +105,10 @@ app.registerExtension({
       drawForeground?.apply(this, arguments);
       if (this.flags?.collapsed) return;
       this.pfPriceText = priceText(this);
+      this.pfRefusalText = refusalText(this);
       const warning = keyWarning(this);
-      const lines = [[this.pfLastRun, "#8c8"], [this.pfPriceText, "#cc8"], [warning, "#e88"]].filter(([t]) => t);
+      const lines = [[this.pfLastRun, "#8c8"], [this.pfPriceText, "#cc8"], [this.pfRefusalText || warning, "#e88"]]
+        .filter(([t]) => t);
       if (!lines.length) return;
       ctx.save();
       ctx.font = "11px sans-serif";
