@@ -120,10 +120,23 @@ def test_a_decode_out_of_memory_retries_in_tiles(sdxl, monkeypatch, caplog):
     assert any("decoding it in tiles" in r.getMessage() for r in caplog.records)
 
 
-def test_the_reserve_is_comfyuis_estimate():
-    request = dict(FAST, width=1024, height=1024, samples=1, guidance_scale=6.0)
-    assert engine.activations(request, torch.float16, False) == pytest.approx(2 * 128 * 128 * 2 * 0.008 * 2 ** 20)
-    assert engine.activations(request, torch.float16, True) == 2 * engine.activations(request, torch.float16, False)
+@pytest.mark.parametrize("samples,guidance,dtype", [(1, 6.0, torch.float16), (3, 1.0, torch.bfloat16),
+                                                    (2, 7.5, torch.float32)])
+def test_the_reserve_is_comfyuis_estimate(comfy_host, monkeypatch, samples, guidance, dtype):
+    """ComfyUI's own BaseModel.memory_required for its SDXL (memory_usage_factor from its supported
+    model, the attention it uses on a GPU), on the latent batch the run samples."""
+    import types
+
+    mm = comfy_host.mm
+    monkeypatch.setattr(mm, "pytorch_attention_flash_attention", lambda: True)  # the GPU case the reserve is for
+    sdxl = types.SimpleNamespace(memory_usage_factor=comfy_host.modules["comfy.supported_models"].SDXL.memory_usage_factor,
+                                 memory_usage_factor_conds=(), memory_usage_shape_process={}, manual_cast_dtype=None,
+                                 get_dtype=lambda: dtype)
+    batch = samples * (2 if guidance > 1.0 else 1)
+    theirs = comfy_host.modules["comfy.model_base"].BaseModel.memory_required(sdxl, (batch, 4, 128, 96))
+    request = dict(FAST, width=768, height=1024, samples=samples, guidance_scale=guidance)
+    assert engine.activations(request, dtype, False) == pytest.approx(theirs, abs=1)  # bytes, whole
+    assert engine.activations(request, dtype, True) == 2 * engine.activations(request, dtype, False)
 
 
 def test_streaming_with_an_ip_adapter_and_a_lora_gives_the_same_image(ready, lora_files, monkeypatch):
@@ -203,3 +216,28 @@ def test_text_encoders_stay_in_16_bits_on_the_cpu_and_give_the_same_image(sdxl_f
     finally:
         residency.release_all()
         models.set_models_root(None)
+
+
+def test_every_tensor_is_brought_over_when_its_granule_runs(sdxl, monkeypatch):
+    """CPU to CPU a tensor left behind would compute the same: cast each granule to float64 as it is
+    brought over (a network tagged pf_compute_dtype), so one left in float32 fails the forward; the
+    result is the float64 network's, and afterwards every tensor is its float32 self again."""
+    import copy
+
+    unet = sdxl_unet(sdxl)
+    reference = copy.deepcopy(unet).double()
+    before = {k: (v.dtype, v.data_ptr()) for k, v in unet.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(2, 4, 8, 8, generator=g).double(), torch.tensor(500.0), torch.randn(2, 77, 80, generator=g).double())
+    added = {"text_embeds": torch.randn(2, 48, generator=g).double(), "time_ids": torch.ones(2, 6).double()}
+    monkeypatch.setattr(unet, "pf_compute_dtype", torch.float64, raising=False)
+    loads = []
+    with torch.no_grad(), streaming.streamed([unet], torch.device("cpu"), 2 ** 14, on_load=loads.append):
+        out = unet(*args, added_cond_kwargs=added).sample
+    monkeypatch.delattr(unet, "pf_compute_dtype")
+    with torch.no_grad():
+        expected = reference(*args, added_cond_kwargs=added).sample
+    assert out.dtype == torch.float64 and torch.allclose(out, expected, atol=1e-10)
+    parts, _ = streaming.granules(unet, 2 ** 14)
+    assert {id(m) for m in loads} == {id(p) for p in parts}  # every granule was brought over
+    assert {k: (v.dtype, v.data_ptr()) for k, v in unet.state_dict().items()} == before
