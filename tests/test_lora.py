@@ -193,3 +193,40 @@ def test_a_lora_with_nan_or_infinite_values_is_refused(plain, lora_files, tiny_r
         save_file(state, str(tiny_root / "loras" / "damaged.safetensors"))
         with pytest.raises(lora.LoRAError, match=f"damaged.safetensors holds values that are not finite.*{name}"):
             t2i(with_lora(plain, "damaged.safetensors"))
+
+
+@pytest.mark.parametrize("kind", ["kohya", "kohya_no_alpha", "locon", "diffusers"])
+def test_the_fused_weights_are_what_comfyuis_lora_loader_patches(comfy_host, sdxl_files, lora_files, tiny_root, kind):
+    """ComfyUI's own LoRA code (comfy.lora: its key map for this checkpoint's UNet, load_lora and
+    calculate_weight, what LoraLoader patches in) against the weights our run samples with, within
+    1e-6, at strength 0.7. ComfyUI 0.3.64 maps only some keys of a PEFT-format (diffusers) file (not the
+    attention's to_q/k/v/out): those are compared."""
+    import types
+
+    from safetensors.torch import load_file, save_file
+
+    cu, cl, md = (comfy_host.modules[m] for m in ("comfy.utils", "comfy.lora", "comfy.model_detection"))
+    name = lora_files.get(kind)
+    if kind == "kohya_no_alpha":
+        state = {k: v for k, v in load_file(str(tiny_root / "loras" / lora_files["kohya"])).items() if "alpha" not in k}
+        name = "tiny-kohya-no-alpha.safetensors"
+        save_file(state, str(tiny_root / "loras" / name))
+    path = str(tiny_root / "loras" / name)
+    ckpt = load_file(sdxl_files[1])
+    config = md.detect_unet_config(ckpt, "model.diffusion_model.")
+    theirs_sd = {k[len("model."):]: v for k, v in ckpt.items() if k.startswith("model.diffusion_model.")}
+    model = types.SimpleNamespace(state_dict=lambda: theirs_sd, model_config=types.SimpleNamespace(unet_config=config))
+    patches = cl.load_lora(load_file(path), cl.model_lora_keys_unet(model, {}), log_missing=False)
+    unet_keys = [k for k in patches if k.startswith("diffusion_model.")]
+    assert len(unet_keys) >= (36 if kind == "diffusers" else 132)
+    theirs = {k: cl.calculate_weight([(0.7, patches[k], 1.0, None, None)], theirs_sd[k].float().clone(), k)
+              for k in unet_keys}
+
+    parts = pf("local.sdxl").checkpoint(sdxl_files[1], "fp32")
+    pipe = pf("local.sdxl")._pipeline({n: r.net for n, r in parts.items()}, None, None, torch.device("cpu"))
+    to_ldm = {f"diffusion_model.{ldm}": diffusers for diffusers, ldm in cu.unet_to_diffusers(config).items()}
+    with lora.applied(pipe, [(path, 0.7, 0.0)]):
+        ours = {k: parts["unet"].net.state_dict()[to_ldm[k]].clone() for k in unet_keys}
+    for k in unet_keys:
+        assert not torch.equal(theirs[k], theirs_sd[k].float()), k  # the LoRA changes it
+        assert torch.allclose(ours[k], theirs[k], atol=1e-6, rtol=0), (k, (ours[k] - theirs[k]).abs().max())
