@@ -46,11 +46,18 @@ def _detector(name, hands, face):
     return detect
 
 
+def check_resolution(resolution):
+    """The short side maps are drawn at: 64..MAX_SIDE (the widget stops at 2048; scripts may ask more)."""
+    if not isinstance(resolution, int) or not 64 <= resolution <= images.MAX_SIDE:
+        raise PoseRequestError(f"resolution {resolution!r} must be a whole number of pixels within 64..{images.MAX_SIDE}.")
+
+
 def extract(image, detector="openpose", detect_body=True, detect_hands=False, detect_face=False, resolution=512,
             stick_width=4):
     """(pose map IMAGE at the photos' size, POSE_KEYPOINT frames, PF_POSE, people per photo)."""
     from ..local import pose_render
 
+    check_resolution(resolution)
     photos = images.to_uint8(image, "image")
     detect = _detector(detector, detect_hands, detect_face)
     draw = dict(body=detect_body, hands=detect_hands, face=detect_face, stick_width=stick_width, short_side=resolution)
@@ -83,6 +90,8 @@ def edited(text):
         raise pose_render.KeypointError(f"the edited pose is {len(text)} characters long; at most {MAX_EDIT}")
     try:
         found = json.loads(text)
+    except RecursionError:
+        raise pose_render.KeypointError("the edited pose nests lists too deep to be POSE_KEYPOINT JSON") from None
     except ValueError as exc:
         raise pose_render.KeypointError(f"the edited pose is not POSE_KEYPOINT JSON ({exc}): clear it on the node, "
                                         "or load a pose file") from None
@@ -94,6 +103,7 @@ def render(keypoints=None, width=0, height=0, draw_body=True, draw_hands=True, d
     """(pose map IMAGE, PF_POSE, frames) of the pose edited on the node, else of POSE_KEYPOINT frames."""
     from ..local import pose_render
 
+    check_resolution(resolution)
     frames = edited(pose)
     if frames is None:
         frames = [keypoints] if isinstance(keypoints, dict) else list(keypoints or [])

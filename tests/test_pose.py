@@ -277,3 +277,7 @@ def test_an_edited_pose_cannot_ask_for_gigabytes():
         with pytest.raises(render.KeypointError, match="too many to draw"):
             Render().render(pose=text, width=0 if "16384" in text else 512, height=0 if "16384" in text else 512)
     assert Render().render(pose=big.replace("16384", "512"))["result"][0].shape == (1, 512, 512, 3)
+    with pytest.raises(render.KeypointError, match="nests lists too deep"):
+        Render().render(pose="[" * 100_000 + "]" * 100_000)  # RecursionError in the JSON decoder before
+    with pytest.raises(pf("engines.pose").PoseRequestError, match="resolution 1000000000 must be"):
+        Render().render(pose=big.replace("16384", "64"), resolution=10 ** 9)  # 2.6 EiB canvas before
