@@ -17,6 +17,7 @@ POSE_FITS = ["fit", "crop", "stretch"]
 NO_LOADER = ("checkpoints", "an SDXL checkpoint: connect a PF_SDXLLoader node to the `sdxl` input", None)
 NO_CONTROLNET = "an OpenPose ControlNet for PF_SDXLOpenPose: choose one in PF_SDXLLoader's `controlnet` (it is 'none')"
 SIZE = (64, 4096)  # what the local engine takes, in multiples of 8 (the widgets start at 256)
+SEED_MAX = 999_999_999_999_999  # Segmind's largest seed, so a seed means the same on both backends
 
 
 class SDXLRequestError(ValueError):
@@ -56,6 +57,8 @@ def check(request):
         raise SDXLRequestError("num_inference_steps must be within 1..150.")
     if not 1 <= request["samples"] <= 16:
         raise SDXLRequestError("samples must be within 1..16.")
+    if not isinstance(request["seed"], int) or not 0 <= request["seed"] <= SEED_MAX:
+        raise SDXLRequestError(f"seed must be a whole number within 0..{SEED_MAX}.")
     schedulers.check(request["scheduler"])
     if is_pose(request):
         if not 0 <= request["control_start"] < request["control_end"] <= 1:

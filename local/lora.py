@@ -113,15 +113,25 @@ def _state(components):
             for model in components.values()]
 
 
-def _restore(state):
+def _restore(state, only=None):
+    """Put back what LoRA loading changed since `state`: each parameter's requires_grad, and the
+    attributes it added or replaced on each network. `only` ({id(network): names}, what the first
+    call returned): those names alone, so that what the run itself sets up later (transformers'
+    output-capturing hooks, say) is left alone."""
+    touched = {}
     for model, attrs, flags in state:
-        for name in set(vars(model)) - set(attrs):
-            delattr(model, name)
-        for name, value in attrs.items():
-            if vars(model).get(name) is not value:
-                setattr(model, name, value)
+        names = (set(vars(model)) - set(attrs)) | {n for n, v in attrs.items() if vars(model).get(n) is not v}
+        if only is not None:
+            names &= only.get(id(model), set())
+        for name in names:
+            if name in attrs:
+                setattr(model, name, attrs[name])
+            elif name in vars(model):
+                delattr(model, name)
         for param, flag in flags:
             param.requires_grad_(flag)
+        touched[id(model)] = names
+    return touched
 
 
 @contextlib.contextmanager
@@ -133,7 +143,7 @@ def applied(pipe, loras):
     libs.load("peft")
     components = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
     kept = []  # (parameter, its values before the LoRAs)
-    state = _state(components)
+    state, touched = _state(components), None
     try:
         names = []
         for index, (path, _, _) in enumerate(loras):
@@ -151,7 +161,7 @@ def applied(pipe, loras):
                      if p is not None]
         pipe.fuse_lora(components=[part for part in components if present.get(part)], adapter_names=names)
         pipe.unload_lora_weights()  # the peft layers go; their sum stays in the weights for the run
-        _restore(state)  # the run samples as a run without LoRA would, but for the weights
+        touched = _restore(state)  # the run samples as a run without LoRA would, but for the weights
         yield
     finally:
         if _tuned(components):
@@ -161,4 +171,4 @@ def applied(pipe, loras):
         with torch.no_grad():
             for param, before in kept:
                 param.copy_(before)
-        _restore(state)
+        _restore(state, touched)

@@ -2,7 +2,6 @@
 from ..engines import backend, sdxl as engine
 from ..host import models
 
-SEED_MAX = 999_999_999_999_999  # Segmind's largest seed, so a seed means the same on both backends
 PROMPT_TIP = ("ComfyUI's prompt syntax: (word:1.3) weights, (word) = x1.1, nested parentheses multiply, \\( \\) are "
               "literal; any length (77-token chunks). Segmind is sent the text as written.")
 LOCAL_TIP = "Local range; Segmind's own limits apply only when Segmind runs."
@@ -22,7 +21,7 @@ def _sampling_inputs(default_scheduler, default_steps):
         "scheduler": (engine.SCHEDULERS, {"default": default_scheduler, "tooltip": (
             "Segmind's twelve names run on both backends; DPM++ 2M Karras, DPM++ 2M SDE Karras, DPM++ SDE Karras, "
             "Euler Karras, LCM and TCD are local only (the README maps each to ComfyUI's sampler/scheduler).")}),
-        "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True}),
+        "seed": ("INT", {"default": 0, "min": 0, "max": engine.SEED_MAX, "control_after_generate": True}),
         "samples": ("INT", {"default": 1, "min": 1, "max": 16, "tooltip": "images per pose (seed, seed+1, ...)"}),
         "backend": backend.input_spec(),
     }

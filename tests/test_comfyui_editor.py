@@ -339,20 +339,15 @@ def test_the_price_shown_before_a_segmind_run_is_the_servers_plan(editor, comfyu
 def test_the_editor_shows_why_segmind_would_refuse_instead_of_a_price(editor, comfyui):
     """A LoRA (or a local-only scheduler) on a node set to auto or segmind: the run would refuse before
     sending anything, so the editor says so and prices nothing (it priced such runs when it guessed)."""
-    url, _ = comfyui
     driver = editor
-    driver.execute_async_script(LOAD, UI["sdxl_openpose_lora"])
-    driver.execute_script("const n = window.app.graph._nodes.find((n) => n.type === 'PF_SDXLOpenPose');"
-                          "n.widgets.find((w) => w.name === 'backend').value = 'segmind';")
-    until(lambda: "take no LoRA" in (shown_texts(driver, "PF_SDXLOpenPose", "pfRefusalText") or ""),
-          "the refusal under the node")
-    assert shown_texts(driver, "PF_SDXLOpenPose") == ""
-    driver.execute_async_script(LOAD, UI["sdxl_openpose_codeformer_segmind"])
-    driver.execute_script("const n = window.app.graph._nodes.find((n) => n.type === 'PF_SDXLText2Image');"
-                          "n.widgets.find((w) => w.name === 'scheduler').value = 'DPM++ 2M Karras';")
-    until(lambda: "local only" in (shown_texts(driver, "PF_SDXLText2Image", "pfRefusalText") or ""),
-          "the scheduler's refusal")
-    assert shown_texts(driver, "PF_SDXLText2Image") == ""
+    for example, kind, widget, value, said in (
+            ("sdxl_openpose_lora", "PF_SDXLOpenPose", "backend", "segmind", "take no LoRA"),
+            ("sdxl_openpose_codeformer_segmind", "PF_SDXLText2Image", "scheduler", "DPM++ 2M Karras", "local only")):
+        driver.execute_async_script(LOAD, UI[example])
+        driver.execute_script("window.app.graph._nodes.find((n) => n.type === arguments[0]).widgets"
+                              ".find((w) => w.name === arguments[1]).value = arguments[2];", kind, widget, value)
+        until(lambda: said in (shown_texts(driver, kind, "pfRefusalText") or ""), f"{said!r} under {kind}")
+        assert shown_texts(driver, kind) == ""
 
 
 def text_messages(url, graph, seconds):

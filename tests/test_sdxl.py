@@ -367,3 +367,11 @@ def test_a_controlnet_is_refused_by_its_name_only_for_whole_words(sdxl_files, ti
                 families.check_controlnet(str(tmp_path / name))
         else:
             families.check_controlnet(str(tmp_path / name))
+
+
+def test_a_seed_past_the_widgets_range_gets_the_nodes_error(sdxl):
+    """A script (or an API graph) may pass any number: 2^70 overflowed the generator's seed (a raw
+    RuntimeError/OverflowError) and -1 seeded differently on each backend."""
+    for seed in (2 ** 70, -1, 1.5):
+        with pytest.raises(requests_.SDXLRequestError, match="seed must be a whole number within 0..999"):
+            t2i(sdxl, seed=seed)
