@@ -210,7 +210,7 @@ def test_dripping_and_endless_servers_end_within_the_deadline_and_the_cap(api_ke
             client(read_timeout=1.0, max_bytes=4 * 2 ** 20).run("sdxl1.0-txt2img", [JOB])
     finally:
         stop.set()
-    assert time.monotonic() - start < 4.0
+    assert time.monotonic() - start < 6.0  # a 1 s deadline, with room for a busy machine (unbounded: 30 s)
 
 
 def bomb_png(side=13000):
@@ -276,7 +276,7 @@ def test_cancel_closes_connections_and_ends_the_worker_threads(api_key, monkeypa
     finally:
         timer.cancel()
         stop.set()
-    assert time.monotonic() - start < 3.0
+    assert time.monotonic() - start < 6.0  # cancel at 0.5 s, room for a busy machine (the server holds 10 s)
     assert not [t for t in threading.enumerate() if t.name.startswith("PoseForge-segmind")]  # when run() returns
     deadline = time.monotonic() + 10.0  # the server's side sees the close when its thread next runs (busy machine)
     while len(closed) < 3 and time.monotonic() < deadline:

@@ -3,6 +3,7 @@ a phase needs (or ComfyUI runs with --lowvram / --novram), the UNet and ControlN
 and their blocks are streamed as they run, the VAE decodes in tiles, the plan is said once in
 the log — and the image is the same as with the whole networks on the device."""
 import logging
+import math
 import os
 
 import pytest
@@ -171,8 +172,10 @@ def test_the_gpu_bench_runs_in_its_dry_run():
     assert [(r[0], r[1]) for r in rows] == [("PoseForge", "none"), ("diffusers", "none"), ("PoseForge", "8"),
                                             ("diffusers", "8")], out.stdout
     for r in rows:
-        numbers = [float(x) for x in (r[2:6] if r[1] == "none" else r[3:7])]
-        assert all(x > 0 for x in numbers[:2]), r  # load and s/step measured
+        load, per_step = (float(x) for x in (r[2:4] if r[1] == "none" else r[3:5]))
+        # measured: 3 tiny steps against 1 on a busy CPU may differ by less than the noise, so the
+        # step figure is only checked to be a number (on a GPU it is (t30 - t1) / 29)
+        assert load > 0 and math.isfinite(per_step), r
     assert "UNet + ControlNet streamed" in out.stdout.splitlines()[-2]  # PoseForge under the cap
 
 
