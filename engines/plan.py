@@ -30,18 +30,19 @@ def plan(classes, graph, node_id):
         node = _node(graph, node_id)
         cls = classes[node["class_type"]]
         inputs = inputs_of(classes, graph, node_id, 0)
-        unset = {name: None for name in cls.INPUT_TYPES().get("optional", {}) if name not in backend.defaults(cls)}
+        defaults = backend.defaults(cls)
+        unset = {name: None for name in cls.INPUT_TYPES().get("optional", {}) if name not in defaults}
         request, chosen, _ = backend.decide(cls, cls.ENGINE, dict(unset, **inputs))  # as the node's call passes them
         if chosen == "local":
             return {"backend": "local", "refused": None}
         endpoint, jobs, _ = cls.ENGINE.segmind_jobs(request)
     except Exception as exc:  # noqa: BLE001 - whatever the run would raise, the plan says it
         return {"backend": None, "refused": str(exc)}
-    entry, prices = endpoints.endpoint(endpoint), endpoints.price_list()
-    unit = entry.get("cost_usd")
+    prices = endpoints.price_list()
+    entry, unit = prices["endpoints"][endpoint], prices["endpoints"][endpoint]["cost_usd"]
     return {"backend": "segmind", "endpoint": endpoint, "jobs": len(jobs), "unit_cost_usd": unit,
             "cost_usd": None if unit is None else round(unit * len(jobs), 6), "as_of": prices["as_of"],
-            "confirmed": bool(entry.get("confirmed", False)), "refused": None}
+            "confirmed": entry["confirmed"], "refused": None}
 
 
 def _node(graph, node_id):

@@ -276,10 +276,15 @@ def text_masked(modules, mask):
         yield
         return
 
+    biases = {}  # (device, dtype, batch) -> the additive mask: made once, not in every layer at every step
+
     def hook(layer, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]  # [negatives..., positives...]
-        rows = mask.to(hidden.device, hidden.dtype).repeat_interleave(hidden.shape[0] // 2, 0)
-        kwargs["attention_mask"] = ((1 - rows) * -10000.0)[:, None, :]  # as the UNet turns its own into
+        key = (hidden.device, hidden.dtype, hidden.shape[0])
+        if key not in biases:
+            rows = mask.to(hidden.device, hidden.dtype).repeat_interleave(hidden.shape[0] // 2, 0)
+            biases[key] = ((1 - rows) * -10000.0)[:, None, :]  # as the UNet turns its own mask into
+        kwargs["attention_mask"] = biases[key]
         return args, kwargs
 
     layers = [m for net in modules if net is not None for m in net.modules() if getattr(m, "is_cross_attention", False)]
