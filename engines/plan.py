@@ -32,6 +32,8 @@ def plan(classes, graph, node_id):
         inputs = inputs_of(classes, graph, node_id, 0)
         defaults = backend.defaults(cls)
         unset = {name: None for name in cls.INPUT_TYPES().get("optional", {}) if name not in defaults}
+        if "LATENT" in cls.RETURN_TYPES:  # as the node reads it from the hidden graph
+            inputs["latent_out"] = linked(graph, node_id, cls.RETURN_TYPES.index("LATENT"))
         request, chosen, _ = backend.decide(cls, cls.ENGINE, dict(unset, **inputs))  # as the node's call passes them
         if chosen == "local":
             return {"backend": "local", "refused": None}
@@ -43,6 +45,15 @@ def plan(classes, graph, node_id):
     return {"backend": "segmind", "endpoint": endpoint, "jobs": len(jobs), "unit_cost_usd": unit,
             "cost_usd": None if unit is None else round(unit * len(jobs), 6), "as_of": prices["as_of"],
             "confirmed": entry["confirmed"], "refused": None}
+
+
+def linked(graph, node_id, slot):
+    """True when an input of some node of `graph` (the API format) takes output `slot` of `node_id`."""
+    if not isinstance(graph, dict) or node_id is None:
+        return False
+    wanted = [str(node_id), slot]
+    return any(_is_link(v) and [str(v[0]), v[1]] == wanted for node in graph.values() if isinstance(node, dict)
+               for v in (node.get("inputs") or {}).values())
 
 
 def _node(graph, node_id):
@@ -92,4 +103,6 @@ def _carried(classes, graph, link, kind, depth):
         return MODEL
     if kind == "MASK":
         return torch.zeros(1, STAND_IN_SIDE, STAND_IN_SIDE)
+    if kind == "LATENT":
+        return {"samples": torch.zeros(1, 4, STAND_IN_SIDE * 16, STAND_IN_SIDE * 16)}  # within the size bounds
     return image

@@ -18,6 +18,7 @@ NO_LOADER = ("checkpoints", "an SDXL checkpoint: connect a PF_SDXLLoader node to
 NO_CONTROLNET = "an OpenPose ControlNet for PF_SDXLOpenPose: choose one in PF_SDXLLoader's `controlnet` (it is 'none')"
 SIZE = (64, 4096)  # what the local engine takes, in multiples of 8 (the widgets start at 256)
 SEED_MAX = 999_999_999_999_999  # Segmind's largest seed, so a seed means the same on both backends
+LATENT_CHANNELS = 4
 
 
 class SDXLRequestError(ValueError):
@@ -45,14 +46,64 @@ def is_pose(request):
     return "pose" in request
 
 
+def latent_samples(request):
+    """The LATENT input's samples (n, 4, h, w), checked; None without one."""
+    import torch
+
+    latent = request.get("latent")
+    if latent is None:
+        return None
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not torch.is_tensor(samples) or samples.dim() != 4 or samples.shape[1] != LATENT_CHANNELS:
+        shape = tuple(samples.shape) if torch.is_tensor(samples) else type(samples).__name__
+        raise SDXLRequestError(f"latent must be an SDXL LATENT, samples (batch, 4, height/8, width/8), not {shape}.")
+    if latent.get("noise_mask") is not None:
+        raise SDXLRequestError("This LATENT carries a noise mask (Set Latent Noise Mask, VAE Encode for Inpainting): "
+                               "PoseForge's samplers do not inpaint yet; use core's KSampler for a masked pass.")
+    lo, hi = SIZE
+    if not (lo <= samples.shape[-1] * 8 <= hi and lo <= samples.shape[-2] * 8 <= hi):
+        raise SDXLRequestError(f"the latent is {samples.shape[-1] * 8}x{samples.shape[-2] * 8} pixels: the local "
+                               f"engine takes {lo}..{hi} a side.")
+    images = pose_count(request) * request["samples"]
+    if samples.shape[0] not in (1, request["samples"], images):
+        raise SDXLRequestError(f"the latent holds {samples.shape[0]} image(s): give 1 (used for every image), "
+                               f"`samples` ({request['samples']}: one per sample, for each pose) or one per output "
+                               f"image ({images}).")
+    if not bool(torch.isfinite(samples).all()):
+        raise SDXLRequestError("the latent holds values that are not finite (NaN or infinity).")
+    return samples
+
+
+def pose_count(request):
+    """How many poses a run samples (1 without a pose)."""
+    if not is_pose(request):
+        return 1
+    pose = request["pose"]
+    if isinstance(pose, dict) and pose.get("keypoints"):
+        return len(pose["keypoints"])
+    maps = pose["map"] if isinstance(pose, dict) else pose
+    return len(maps) if hasattr(maps, "__len__") else 1
+
+
+def size(request):
+    """(width, height) of the output: the LATENT input's when there is one (as core's KSampler), else
+    the widgets'."""
+    samples = latent_samples(request)
+    if samples is None:
+        return request["width"], request["height"]
+    return samples.shape[-1] * 8, samples.shape[-2] * 8
+
+
 def check(request):
     """The checks of what the local engine can do, before any heavy work (Segmind's own ranges are
     checked only when Segmind runs)."""
     lo, hi = SIZE
-    for side in ("width", "height"):
-        if request[side] % 8 or not lo <= request[side] <= hi:
-            raise SDXLRequestError(f"{side} {request[side]} must be a multiple of 8 within {lo}..{hi} (SDXL works "
+    for side, value in zip(("width", "height"), size(request)):
+        if value % 8 or not lo <= value <= hi:
+            raise SDXLRequestError(f"{side} {value} must be a multiple of 8 within {lo}..{hi} (SDXL works "
                                    "best near 1024x1024).")
+    if not 0.0 <= request.get("denoise", 1.0) <= 1.0:
+        raise SDXLRequestError(f"denoise {request['denoise']} must be within 0..1.")
     if not 1 <= request["num_inference_steps"] <= 150:
         raise SDXLRequestError("num_inference_steps must be within 1..150.")
     if not 1 <= request["samples"] <= 16:
@@ -93,11 +144,11 @@ def pose_maps(request):
     only resizes."""
     from ..local import pose_render
 
-    pose, size, fit = request["pose"], (request["width"], request["height"]), request["pose_fit"]
+    pose, out, fit = request["pose"], size(request), request["pose_fit"]
     if isinstance(pose, dict) and pose.get("keypoints"):
-        return [pose_render.fit_frame(frame, *size, fit, **pose.get("draw", {})) for frame in pose["keypoints"]]
+        return [pose_render.fit_frame(frame, *out, fit, **pose.get("draw", {})) for frame in pose["keypoints"]]
     maps = images.to_uint8(pose["map"] if isinstance(pose, dict) else pose, "pose")
-    return [pose_render.fit_map(m, *size, fit) for m in maps]
+    return [pose_render.fit_map(m, *out, fit) for m in maps]
 
 
 def pose_photos(pose):
@@ -122,8 +173,10 @@ def local(request, paths):
     for index, spec in enumerate(sdxl_handle.get("loras", [])):
         lora.check(paths[f"lora{index}"], cross)  # from its tensor names and shapes: before anything loads
         loras.append((paths[f"lora{index}"], spec["strength_model"], spec["strength_clip"]))
+    width, height = size(request)
     job = dict(request, ckpt=paths["ckpt"], controlnet=paths.get("controlnet"), dtype=sdxl_handle["dtype"],
-               loras=loras)
+               loras=loras, width=width, height=height, latent=latent_samples(request),
+               denoise=request.get("denoise", 1.0))
     sdxl.check_prompts(job)
     if is_pose(request):
         job["poses"] = pose_maps(request)
@@ -135,9 +188,9 @@ def local(request, paths):
         job["ip_adapter"] = dict(request["ip_adapter"], adapter=paths["ipadapter"], encoder=encoder, info=info)
     count = len(job.get("poses") or [None])
     with Progress(sdxl.evaluations(job) * count, "SDXL") as bar:  # what is computed: Heun, DPM2 evaluate twice a step
-        out = sdxl.generate(job, bar.step)
+        out, latents = sdxl.generate(job, bar.step)
     result = torch.from_numpy(np.stack(out).astype(np.float32))
-    return (result,), {"image_count": len(out), "seed": request["seed"]}
+    return (result, {"samples": latents}), {"image_count": len(out), "seed": request["seed"]}
 
 
 def segmind_jobs(request):
@@ -145,6 +198,12 @@ def segmind_jobs(request):
     sdxl_handle = request["sdxl"] or {}
     if sdxl_handle.get("loras"):
         raise SDXLRequestError("Segmind's endpoints take no LoRA: use backend 'local' for PF_SDXLLoRA, or remove it.")
+    if request.get("latent") is not None or request.get("denoise", 1.0) != 1.0:
+        raise SDXLRequestError("Segmind's endpoints start from noise: a LATENT input or a denoise below 1 runs "
+                               "locally only (backend 'local').")
+    if request.get("latent_out"):
+        raise SDXLRequestError("Segmind returns images, not latents: the LATENT output is local only (connect the "
+                               "IMAGE output, or use backend 'local').")
     problem = schedulers.segmind_problem(request["scheduler"])
     if problem:
         raise SDXLRequestError(f"Segmind cannot run this: {problem}.")
@@ -179,4 +238,4 @@ def segmind(request):
 
     endpoint, jobs, ignored = segmind_jobs(request)
     out, info = segmind_run(endpoint, jobs)
-    return (out,), dict(info, image_count=int(out.shape[0]), segmind_ignores=ignored)
+    return (out, None), dict(info, image_count=int(out.shape[0]), segmind_ignores=ignored)

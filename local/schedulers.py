@@ -64,13 +64,27 @@ def build(name, config):
     return getattr(libs.diffusers(), cls_name).from_config(config, **options), dict(call)
 
 
-def evaluations(name, config, steps):
-    """UNet evaluations (the pipeline's step callbacks) `steps` steps of `name` take: its timesteps.
-    The second-order samplers (Heun, DPM2, DPM2 a, DPM++ SDE) evaluate twice a step but the last,
-    2 x steps - 1; PNDM once more than steps."""
+def partial(steps, denoise):
+    """(the schedule's length, the pipeline's `strength`) that run `steps` steps at `denoise` as core's
+    KSampler does: a schedule of int(steps / denoise) steps of which the last `steps` run (diffusers'
+    img2img pipelines keep int(length x strength) of it)."""
+    if denoise >= 1.0:
+        return steps, 1.0
+    length = max(steps, int(steps / denoise))
+    return length, min(1.0, (steps + 0.5) / length)
+
+
+def evaluations(name, config, steps, denoise=1.0):
+    """UNet evaluations (the pipeline's step callbacks) `steps` steps of `name` take at `denoise`: its
+    timesteps. The second-order samplers (Heun, DPM2, DPM2 a, DPM++ SDE) evaluate twice a step but the
+    last, 2 x steps - 1; PNDM once more than steps. 0 at denoise 0 (nothing is sampled)."""
+    if denoise <= 0.0:
+        return 0
     scheduler, _ = build(name, config)
-    scheduler.set_timesteps(steps)
-    return len(scheduler.timesteps)
+    length, strength = partial(steps, denoise)
+    scheduler.set_timesteps(length)
+    start = length - min(int(length * strength), length)
+    return len(scheduler.timesteps[start * scheduler.order:])
 
 
 def order(name):

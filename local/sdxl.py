@@ -135,11 +135,15 @@ def component_config(ckpt_path, part, name="config.json"):
 _PINNED = {}
 
 
-def _pipeline(nets, sched, cn_net, dev):
-    """A diffusers SDXL (ControlNet) pipeline over the given modules whose execution device is
-    `dev`, whatever device the idle components sit on (they are moved phase by phase)."""
+def _pipeline(nets, sched, cn_net, dev, img2img=False):
+    """A diffusers SDXL (ControlNet; `img2img`: starting from given latents) pipeline over the given
+    modules whose execution device is `dev`, whatever device the idle components sit on (they are
+    moved phase by phase)."""
     diffusers = libs.diffusers()
-    base = diffusers.StableDiffusionXLControlNetPipeline if cn_net is not None else diffusers.StableDiffusionXLPipeline
+    base = {(False, False): diffusers.StableDiffusionXLPipeline,
+            (True, False): diffusers.StableDiffusionXLControlNetPipeline,
+            (False, True): diffusers.StableDiffusionXLImg2ImgPipeline,
+            (True, True): diffusers.StableDiffusionXLControlNetImg2ImgPipeline}[(cn_net is not None, img2img)]
     if base not in _PINNED:
         _PINNED[base] = type(base.__name__, (base,), {"_execution_device": property(lambda self: self._pf_device)})
     extra = {"controlnet": cn_net} if cn_net is not None else {}
@@ -163,7 +167,8 @@ def check_prompts(request):
 def evaluations(request):
     """How many times `generate` calls `step` per pose: the UNet evaluations of its scheduler."""
     config = component_config(request["ckpt"], "scheduler", "scheduler_config.json")
-    return schedulers.evaluations(request["scheduler"], config, request["num_inference_steps"])
+    return schedulers.evaluations(request["scheduler"], config, request["num_inference_steps"],
+                                  request.get("denoise", 1.0))
 
 
 def generate(request, step):
@@ -173,10 +178,12 @@ def generate(request, step):
     without poses), dtype, `poses` (HxWx3 uint8 maps at the output size, or absent), `loras`
     [(path, strength_model, strength_clip)] and `ip_adapter` (the engines/ipadapter handle plus
     the `adapter` path, the `encoder` (a path, or a CLIP_VISION ComfyUI loaded) and the adapter's
-    `info` from local/ipadapter.check_pair, or None). `step(preview=None)` is called after every UNet
-    evaluation (`evaluations(request)` times per pose). Returns a list of HxWx3
-    float32 arrays in 0..1: per pose (or once without poses), `samples` images with seeds seed,
-    seed+1, ..."""
+    `info` from local/ipadapter.check_pair, or None), `latent` (unscaled SDXL latents to start from, as a
+    ComfyUI LATENT holds them, batch 1, `samples` or one per image; None: from an empty latent) and
+    `denoise` (1: from noise; below 1: that much of the schedule, from the latent, as core's KSampler).
+    `step(preview=None)` is called after every UNet evaluation (`evaluations(request)` times per pose).
+    Returns (a list of HxWx3 float32 arrays in 0..1: per pose (or once without poses), `samples` images
+    with seeds seed, seed+1, ...; their unscaled latents, (n, 4, h/8, w/8) float32 on the CPU)."""
     parts = checkpoint(request["ckpt"], request["dtype"])
     cn = controlnet(request["controlnet"], request["dtype"]) if request.get("controlnet") else None
     with residency.holding(*parts.values(), cn):  # an IP-Adapter or LoRA run changes them: one run at a time
@@ -193,7 +200,8 @@ def _generate(request, step, parts, cn):
     pipe = _pipeline(nets, sched, cn.net if cn else None, dev)  # the LoRAs go in through it
     # it samples without the text encoders: it would cast our embeddings to their dtype, which on
     # the CPU (stored in 16 bits, see sdxl_file) is not the UNet's
-    sampler = _pipeline(dict(nets, text_encoder=None, text_encoder_2=None), sched, cn.net if cn else None, dev)
+    sampler = _pipeline(dict(nets, text_encoder=None, text_encoder_2=None), sched, cn.net if cn else None, dev,
+                        img2img=request.get("denoise", 1.0) < 1.0)
     samples, guided = request["samples"], request["guidance_scale"] > 1.0
     ip = request.get("ip_adapter")
     adapter = ipadapter.adapter(ip["adapter"], parts["unet"]) if ip else None
@@ -228,19 +236,73 @@ def _generate(request, step, parts, cn):
                 text_masked((pipe.unet, cn.net if cn else None), text_mask):  # phase 2: UNet (+ ControlNet, IP-Adapter)
             for index, pose in enumerate(poses):
                 first = request["seed"] + index * samples
+                start = _start(request, parts["vae"].net.config, index, len(poses))
+                if request.get("denoise", 1.0) <= 0.0:
+                    latents.append(start)  # nothing to sample: the latent as it came
+                    continue
                 generators = [torch.Generator("cpu").manual_seed(first + k) for k in range(samples)]
                 args = dict(embeds, **call, width=request["width"], height=request["height"],
                             num_inference_steps=request["num_inference_steps"],
                             guidance_scale=request["guidance_scale"], generator=generators,
                             num_images_per_prompt=samples, output_type="latent", callback_on_step_end=on_step)
+                control = "image"
+                if start is not None:  # img2img: the schedule KSampler would run at this denoise
+                    length, strength = schedulers.partial(request["num_inference_steps"], request["denoise"])
+                    args.update(image=start.to(dev, dtype), strength=strength, num_inference_steps=length)
+                    control = "control_image"
+                    if cn is None:
+                        del args["width"], args["height"]  # the latent sets the size
                 if cn is not None:
-                    args.update(image=_pil(pose), controlnet_conditioning_scale=request["controlnet_scale"],
+                    args.update({control: _pil(pose)}, controlnet_conditioning_scale=request["controlnet_scale"],
                                 control_guidance_start=request["control_start"],
                                 control_guidance_end=request["control_end"])
                 latents.append(sampler(**args).images)
 
     vae, = residency.use(parts["vae"])  # phase 3: VAE, in fp32
-    return [img for batch in latents for img in decode(vae, batch)]
+    images = [img for batch in latents for img in decode(vae, batch)]
+    return images, torch.cat([unscaled(vae.config, batch.float().cpu()) for batch in latents])
+
+
+def _start(request, vae_config, index, poses):
+    """The model-space latents pose `index` starts from (`samples` of them), or None from noise
+    (denoise 1): the LATENT input's (1 for all, one per sample, or one per image) or an empty one."""
+    import torch
+
+    if request.get("denoise", 1.0) >= 1.0:
+        return None
+    samples, given = request["samples"], request.get("latent")
+    if given is None:
+        given = torch.zeros(1, 4, request["height"] // 8, request["width"] // 8)  # core's Empty Latent Image
+    if given.shape[0] == samples * poses and poses > 1:
+        given = given[index * samples:(index + 1) * samples]
+    elif given.shape[0] == 1:
+        given = given.expand(samples, -1, -1, -1)
+    return scaled(vae_config, given.float())
+
+
+def scaled(vae_config, latents):
+    """Unscaled VAE latents (ComfyUI's LATENT) -> the UNet's latent space, as the pipelines do."""
+    mean, std = _moments(vae_config, latents)
+    if mean is None:
+        return latents * vae_config.scaling_factor
+    return (latents - mean) * vae_config.scaling_factor / std
+
+
+def unscaled(vae_config, latents):
+    """The UNet's latent space -> unscaled VAE latents (what the VAE decodes, ComfyUI's LATENT)."""
+    mean, std = _moments(vae_config, latents)
+    if mean is None:
+        return latents / vae_config.scaling_factor
+    return latents * std / vae_config.scaling_factor + mean
+
+
+def _moments(vae_config, like):
+    import torch
+
+    mean, std = getattr(vae_config, "latents_mean", None), getattr(vae_config, "latents_std", None)
+    if mean is None or std is None:
+        return None, None
+    return torch.tensor(mean).view(1, -1, 1, 1).to(like), torch.tensor(std).view(1, -1, 1, 1).to(like)
 
 
 def activations(request, dtype, with_controlnet):
@@ -326,18 +388,11 @@ def _decoded(vae, chunk, tiled):
     import torch
 
     with torch.no_grad():
-        scaled = torch.stack(chunk).to(next(vae.parameters()).device, torch.float32)
-        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-        if mean is not None and std is not None:
-            mean = torch.tensor(mean).view(1, -1, 1, 1).to(scaled)
-            std = torch.tensor(std).view(1, -1, 1, 1).to(scaled)
-            scaled = scaled * std / vae.config.scaling_factor + mean
-        else:
-            scaled = scaled / vae.config.scaling_factor
+        z = unscaled(vae.config, torch.stack(chunk).to(next(vae.parameters()).device, torch.float32))
         if tiled:
-            images = _tiled(vae, scaled.to(vae.dtype))
+            images = _tiled(vae, z.to(vae.dtype))
         else:
-            images = vae.decode(scaled.to(vae.dtype)).sample
+            images = vae.decode(z.to(vae.dtype)).sample
     images = ((images.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
     return list(images)
 

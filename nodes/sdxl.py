@@ -5,6 +5,28 @@ from ..host import models
 PROMPT_TIP = ("ComfyUI's prompt syntax: (word:1.3) weights, (word) = x1.1, nested parentheses multiply, \\( \\) are "
               "literal; any length (77-token chunks). Segmind is sent the text as written.")
 LOCAL_TIP = "Local range; Segmind's own limits apply only when Segmind runs."
+OUTPUTS = ("IMAGE", "LATENT")
+HIDDEN = {"pf_graph": "PROMPT", "pf_node": "UNIQUE_ID"}  # whether the LATENT output is connected (Segmind has none)
+
+
+def _second_pass_inputs():
+    """The optional inputs of a pass that starts from a LATENT (after the older ones: saved graphs keep
+    their widget order)."""
+    return {
+        "latent": ("LATENT", {"tooltip": (
+            "Start from this latent (core's VAE Encode, Latent Upscale, a first pass's LATENT); it sets the size. "
+            "Without one the run starts from an empty latent. Local only.")}),
+        "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
+            "As core's KSampler: 1 samples from noise (the latent gives the size only), 0.4-0.6 is a hi-res or "
+            "refining pass that keeps the latent's picture, 0 returns it. Local only.")}),
+    }
+
+
+def _run(node, inputs, pf_graph, pf_node):
+    from ..engines.plan import linked
+
+    inputs["latent_out"] = linked(pf_graph, pf_node, OUTPUTS.index("LATENT"))
+    return backend.run(node, engine, inputs)
 
 
 def _sampling_inputs(default_scheduler, default_steps):
@@ -81,8 +103,8 @@ class PF_SDXLText2Image:
     NODE_ID = "PF_SDXLText2Image"
     DISPLAY_NAME = "SDXL Text to Image (PoseForge)"
     CATEGORY = "PoseForge/sdxl"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
+    RETURN_TYPES = OUTPUTS
+    RETURN_NAMES = ("image", "latent")
     FUNCTION = "generate"
     ENGINE = engine  # engines/plan.py answers what the node will do from it
     DESCRIPTION = ("SDXL text-to-image, locally (diffusers, needs PF_SDXLLoader; an optional image prompt from "
@@ -90,19 +112,20 @@ class PF_SDXLText2Image:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": _sampling_inputs("UniPC", 25),
-                "optional": {"sdxl": ("PF_SDXL",), "ip_adapter": ("PF_IPADAPTER", {"tooltip": "local only"})}}
+        optional = {"sdxl": ("PF_SDXL",), "ip_adapter": ("PF_IPADAPTER", {"tooltip": "local only"})}
+        return {"required": _sampling_inputs("UniPC", 25), "optional": dict(optional, **_second_pass_inputs()),
+                "hidden": HIDDEN}
 
-    def generate(self, sdxl=None, ip_adapter=None, **inputs):
-        return backend.run(type(self), engine, dict(inputs, sdxl=sdxl, ip_adapter=ip_adapter))
+    def generate(self, sdxl=None, ip_adapter=None, latent=None, pf_graph=None, pf_node=None, **inputs):
+        return _run(type(self), dict(inputs, sdxl=sdxl, ip_adapter=ip_adapter, latent=latent), pf_graph, pf_node)
 
 
 class PF_SDXLOpenPose:
     NODE_ID = "PF_SDXLOpenPose"
     DISPLAY_NAME = "SDXL OpenPose (PoseForge)"
     CATEGORY = "PoseForge/sdxl"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
+    RETURN_TYPES = OUTPUTS
+    RETURN_NAMES = ("image", "latent")
     FUNCTION = "generate"
     ENGINE = engine
     DESCRIPTION = ("SDXL guided by an OpenPose ControlNet: one image per pose x samples, in order. Local: the pose "
@@ -122,10 +145,11 @@ class PF_SDXLOpenPose:
                 "when the pose's shape differs from the output's: fit keeps the whole skeleton in proportion "
                 "(a PF_POSE is drawn again at the output size, a pose-map IMAGE letterboxed), crop fills the output "
                 "and cuts the overflow, stretch resizes (distorts)")})}  # optional: older graphs still run
-        return {"required": required, "optional": optional}
+        return {"required": required, "optional": dict(optional, **_second_pass_inputs()), "hidden": HIDDEN}
 
-    def generate(self, pose, sdxl=None, ip_adapter=None, **inputs):
-        return backend.run(type(self), engine, dict(inputs, pose=pose, sdxl=sdxl, ip_adapter=ip_adapter))
+    def generate(self, pose, sdxl=None, ip_adapter=None, latent=None, pf_graph=None, pf_node=None, **inputs):
+        return _run(type(self), dict(inputs, pose=pose, sdxl=sdxl, ip_adapter=ip_adapter, latent=latent), pf_graph,
+                    pf_node)
 
 
 NODES = (PF_SDXLLoader, PF_SDXLLoRA, PF_SDXLText2Image, PF_SDXLOpenPose)

@@ -198,6 +198,23 @@ def sdxl_files(tiny_root):
     return tiny_sdxl.save(str(tiny_root))
 
 
+@pytest.fixture(scope="session")
+def core_files(sdxl_files, tiny_root):
+    """tests/tiny_sdxl.save_core: the tiny SDXL with an SD-architecture VAE, which core's loader loads."""
+    import tiny_sdxl
+
+    return tiny_sdxl.save_core(str(tiny_root), sdxl_files[0])
+
+
+@pytest.fixture
+def core_host(comfy_host):
+    """comfy_host with ComfyUI taught the tiny SDXL's sizes (tests/tiny_comfy)."""
+    import tiny_comfy
+
+    tiny_comfy.register()
+    return comfy_host
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Any connection except to this machine fails the test (diffusers must stay offline)."""
