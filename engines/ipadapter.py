@@ -43,6 +43,15 @@ def files(ip):
     return found
 
 
+def on_model(model, ip, start_at, end_at, attn_mask=None):
+    """A clone of core's MODEL with `ip` in its cross-attention (local/ipadapter_model.py); the files
+    must be here (an error names each missing one and its folder)."""
+    from ..host import models
+    from ..local import ipadapter_model
+
+    return ipadapter_model.apply(model, ip, models.require(files(ip)), start_at, end_at, attn_mask)
+
+
 def segmind_fields(ip):
     """(fields for ip-sdxl-openpose, names of settings Segmind cannot take)."""
     fields = {"ip_image": images.from_uint8(ip["images"][:1]), "ip_adapter_scale": ip["scale"]}

@@ -283,6 +283,12 @@ def _already_on(net, dev):
     return here.type == dev.type and (here.index or 0) == (dev.index or 0)
 
 
+def patcher(resident):
+    """ComfyUI's ModelPatcher of `resident`, for a model ComfyUI loads itself (an additional model of
+    one of its own: the IP-Adapter on core's MODEL)."""
+    return _patcher(resident, comfy.module("comfy.model_management"))
+
+
 def _patcher(resident, mm):
     if resident.patcher is None:
         import torch

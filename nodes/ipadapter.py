@@ -52,4 +52,33 @@ class PF_IPAdapter:
                               loaded_clip_vision),)
 
 
-NODES = (PF_IPAdapter,)
+class PF_IPAdapterApply:
+    NODE_ID = "PF_IPAdapterApply"
+    DISPLAY_NAME = "IP-Adapter on MODEL (PoseForge)"
+    CATEGORY = "PoseForge/sdxl"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "apply"
+    DESCRIPTION = ("PF_IPAdapter's image prompt on core's MODEL (Load Checkpoint, LoRA Loader, ...), for core's "
+                   "KSampler and any sampler pack: a patched copy of the model, the model that came in unchanged. "
+                   "Chain several (a face and a style). Local only.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL",),
+            "ip_adapter": ("PF_IPADAPTER",),
+            "start_at": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
+                "Fraction of the run at which the image prompt starts acting (as core's ControlNet start_percent)")}),
+            "end_at": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
+                "Fraction of the run after which it stops")}),
+        }, "optional": {
+            "attn_mask": ("MASK", {"tooltip": "Where the image prompt acts (1) and where not (0); resized to each "
+                                              "attention resolution."}),
+        }}
+
+    def apply(self, model, ip_adapter, start_at=0.0, end_at=1.0, attn_mask=None):
+        return (engine.on_model(model, ip_adapter, start_at, end_at, attn_mask),)
+
+
+NODES = (PF_IPAdapter, PF_IPAdapterApply)
