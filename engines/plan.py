@@ -15,7 +15,7 @@ from .pose import bundle
 EVALUATED = ("PF_SDXLLoader", "PF_SDXLLoRA", "PF_IPAdapter")  # cheap: they name files and hold settings
 MAX_DEPTH = 32  # links followed from one node (a graph's links may go round)
 STAND_IN_SIDE = 8  # pixels a side of a stand-in image
-MODEL = object()  # a stand-in for a model a core loader gives (CLIP_VISION, UPSCALE_MODEL)
+MODEL = object()  # a stand-in for a model a core loader gives (CLIP_VISION, UPSCALE_MODEL, MODEL, CLIP, VAE)
 
 
 class PlanError(ValueError):
@@ -94,12 +94,17 @@ def _carried(classes, graph, link, kind, depth):
     if source in EVALUATED and source in classes:
         cls = classes[source]
         return getattr(cls(), cls.FUNCTION)(**inputs_of(classes, graph, source_id, depth + 1))[slot]
+    if source == "PF_SDXLFromModel":  # core's networks: what the handle says, on stand-ins
+        from .sdxl import from_core
+
+        widgets = inputs_of(classes, graph, source_id, depth + 1)
+        return from_core(MODEL, MODEL, MODEL, widgets.get("controlnet", "none"), checked=False)
     image = torch.zeros(1, STAND_IN_SIDE, STAND_IN_SIDE, 3)
     if source == "PF_OpenPoseExtract" and slot == 2:
         return bundle(image, [], image)
     if source == "PF_PoseRender" and slot == 1:
         return bundle(image, [], None)
-    if kind in ("CLIP_VISION", "UPSCALE_MODEL"):
+    if kind in ("CLIP_VISION", "UPSCALE_MODEL", "MODEL", "CLIP", "VAE"):
         return MODEL
     if kind == "MASK":
         return torch.zeros(1, STAND_IN_SIDE, STAND_IN_SIDE)

@@ -32,9 +32,22 @@ def handle(ckpt, controlnet, dtype):
             "loras": []}
 
 
+def from_core(model, clip, vae, controlnet, checked=True):
+    """PF_SDXL over the MODEL, CLIP and VAE core loaded (local/sdxl_core.py): no file, no second copy.
+    `checked` False: the editor's plan, whose stand-ins are no networks."""
+    from ..local import sdxl_core
+
+    core = sdxl_core.handle(model, clip, vae) if checked else {"model": model, "clip": clip, "vae": vae}
+    return {"ckpt": None, "core": core,
+            "controlnet": None if controlnet == "none" else controlnet, "dtype": "auto", "loras": []}
+
+
 def with_lora(sdxl, lora_name, strength_model, strength_clip):
     """A new PF_SDXL handle: `sdxl` with one more LoRA (the given handle is left as it is: ComfyUI
     reuses a node's output)."""
+    if sdxl.get("core") is not None:
+        raise SDXLRequestError("This PF_SDXL is core's loaded model (PF_SDXLFromModel), whose weights ComfyUI "
+                               "owns: put core's LoraLoader before PF_SDXLFromModel instead of PF_SDXLLoRA.")
     for name, value in (("strength_model", strength_model), ("strength_clip", strength_clip)):
         if not -4.0 <= value <= 4.0:  # NaN fails this too
             raise SDXLRequestError(f"{name} {value} must be within -4..4.")
@@ -127,7 +140,7 @@ def files(request):
     sdxl_handle = request["sdxl"]
     if sdxl_handle is None:
         return {"ckpt": NO_LOADER}
-    wanted = {"ckpt": (*sdxl_handle["ckpt"], families.SDXL_SOURCE)}
+    wanted = {} if sdxl_handle.get("core") else {"ckpt": (*sdxl_handle["ckpt"], families.SDXL_SOURCE)}
     if is_pose(request):  # none chosen: missing for the local side only (Segmind needs no ControlNet file)
         wanted["controlnet"] = ("controlnet", sdxl_handle["controlnet"] or NO_CONTROLNET, families.OPENPOSE_SOURCE)
     for index, spec in enumerate(sdxl_handle.get("loras", [])):
@@ -168,14 +181,14 @@ def local(request, paths):
     from ..local import lora, sdxl
 
     sdxl_handle = request["sdxl"]
-    cross = sdxl.component_config(paths["ckpt"], "unet")["cross_attention_dim"]
     loras = []
     for index, spec in enumerate(sdxl_handle.get("loras", [])):
+        cross = sdxl.component_config(paths["ckpt"], "unet")["cross_attention_dim"]
         lora.check(paths[f"lora{index}"], cross)  # from its tensor names and shapes: before anything loads
         loras.append((paths[f"lora{index}"], spec["strength_model"], spec["strength_clip"]))
     width, height = size(request)
-    job = dict(request, ckpt=paths["ckpt"], controlnet=paths.get("controlnet"), dtype=sdxl_handle["dtype"],
-               loras=loras, width=width, height=height, latent=latent_samples(request),
+    job = dict(request, ckpt=paths.get("ckpt"), core=sdxl_handle.get("core"), controlnet=paths.get("controlnet"),
+               dtype=sdxl_handle["dtype"], loras=loras, width=width, height=height, latent=latent_samples(request),
                denoise=request.get("denoise", 1.0))
     sdxl.check_prompts(job)
     if is_pose(request):
@@ -196,6 +209,9 @@ def local(request, paths):
 def segmind_jobs(request):
     """(endpoint, one job per image, inputs Segmind ignores); raises what Segmind cannot run."""
     sdxl_handle = request["sdxl"] or {}
+    if sdxl_handle.get("core") is not None:
+        raise SDXLRequestError("Segmind runs its own SDXL: a PF_SDXL from core's loaded model (PF_SDXLFromModel) "
+                               "runs locally only (backend 'local'), or use PF_SDXLLoader for Segmind.")
     if sdxl_handle.get("loras"):
         raise SDXLRequestError("Segmind's endpoints take no LoRA: use backend 'local' for PF_SDXLLoRA, or remove it.")
     if request.get("latent") is not None or request.get("denoise", 1.0) != 1.0:

@@ -58,11 +58,14 @@ _hooked = False
 
 
 class Resident:
-    """One cached network: `net` (a torch module) and, inside ComfyUI, its patcher."""
+    """One cached network: `net` (a torch module) and, inside ComfyUI, its patcher. `external`: a
+    network over tensors ComfyUI's memory manager already placed for this run (local/sdxl_core.py):
+    never moved, loaded or counted here, and not cached."""
 
-    def __init__(self, key, net):
+    def __init__(self, key, net, external=False):
         self.key = key
         self.net = net
+        self.external = external
         self.patcher = None
         self.hold = threading.RLock()  # taken for a run that changes the network (see holding)
         self.holders = 0
@@ -190,13 +193,14 @@ def use(*residents):
     """Bring `residents` onto the compute device for one phase of work; returns their
     modules as a tuple, in order."""
     mm = comfy.module("comfy.model_management")
+    ours = [r for r in residents if not r.external]
     if mm is None:
         dev = device.torch_device()
-        for r in residents:
+        for r in ours:
             if not _already_on(r.net, dev):
                 r.net.to(dev)
-    else:
-        mm.load_models_gpu([_patcher(r, mm) for r in residents], force_full_load=True)
+    elif ours:
+        mm.load_models_gpu([_patcher(r, mm) for r in ours], force_full_load=True)
     return tuple(r.net for r in residents)
 
 
@@ -236,8 +240,8 @@ def phase(residents, streamable=(), reserve=0, what="networks"):
     residents = [r for r in residents if r is not None]
     mm = comfy.module("comfy.model_management")
     dev = device.torch_device()
-    big = [r for r in residents if any(r is s for s in streamable)]
-    need = sum(r.size for r in residents if not _already_on(r.net, dev)) + reserve
+    big = [r for r in residents if any(r is s for s in streamable) and not r.external]
+    need = sum(r.size for r in residents if not r.external and not _already_on(r.net, dev)) + reserve
     if mm is not None and dev.type != "cpu":
         mm.free_memory(need + mm.extra_reserved_memory(), dev)  # ComfyUI offloads idle models first
     free = free_memory(dev)

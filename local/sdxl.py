@@ -36,6 +36,12 @@ def resolved(name):
     return name
 
 
+def _name_of(dtype):
+    import torch
+
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+
+
 def torch_dtype(name):
     import torch
 
@@ -119,6 +125,8 @@ def controlnet(path, dtype_name="auto"):
 def config_dir(ckpt_path):
     """The diffusers config folder of a checkpoint: a diffusers folder is its own; a single file
     uses a `<name>.config/` folder beside it when there is one, else the SDXL configs we ship."""
+    if ckpt_path is None:  # core's loaded model (local/sdxl_core.py): SDXL's own configs
+        return CONFIG_DIR
     if os.path.isdir(ckpt_path):
         return ckpt_path
     beside = os.path.splitext(ckpt_path)[0] + ".config"
@@ -184,8 +192,14 @@ def generate(request, step):
     `step(preview=None)` is called after every UNet evaluation (`evaluations(request)` times per pose).
     Returns (a list of HxWx3 float32 arrays in 0..1: per pose (or once without poses), `samples` images
     with seeds seed, seed+1, ...; their unscaled latents, (n, 4, h/8, w/8) float32 on the CPU)."""
-    parts = checkpoint(request["ckpt"], request["dtype"])
-    cn = controlnet(request["controlnet"], request["dtype"]) if request.get("controlnet") else None
+    if request.get("core") is not None:
+        from . import sdxl_core
+
+        parts = sdxl_core.parts(request["core"])  # over the tensors ComfyUI just loaded, for this run
+    else:
+        parts = checkpoint(request["ckpt"], request["dtype"])
+    dtype_name = request["dtype"] if request.get("core") is None else _name_of(parts["unet"].net.dtype)
+    cn = controlnet(request["controlnet"], dtype_name) if request.get("controlnet") else None
     with residency.holding(*parts.values(), cn):  # an IP-Adapter or LoRA run changes them: one run at a time
         return _generate(request, step, parts, cn)
 

@@ -158,16 +158,16 @@ def sdxl_parts(path, configs, dtype, vae_dtype, text_as_stored=False):
         narrow = text_as_stored and stored in (torch.float16, torch.bfloat16) and dtype.itemsize > stored.itemsize
         text_dtype = stored if narrow else dtype
         te = empty(lambda: transformers.CLIPTextModel(transformers.CLIPTextConfig(**configs["text_encoder"])))
-        fill(te, _unwrapped(te, su.convert_ldm_clip_checkpoint(sd, remove_prefix=CLIP_L)), text_dtype, mapped)
+        fill(te, unwrapped(te, su.convert_ldm_clip_checkpoint(sd, remove_prefix=CLIP_L)), text_dtype, mapped)
         te2 = empty(lambda: transformers.CLIPTextModelWithProjection(
             transformers.CLIPTextConfig(**configs["text_encoder_2"])))
-        fill(te2, _unwrapped(te2, su.convert_open_clip_checkpoint(te2, sd, prefix=OPEN_CLIP)), text_dtype, mapped)
+        fill(te2, unwrapped(te2, su.convert_open_clip_checkpoint(te2, sd, prefix=OPEN_CLIP)), text_dtype, mapped)
         if narrow:
             te.pf_compute_dtype = te2.pf_compute_dtype = dtype
     return {"text_encoder": te, "text_encoder_2": te2, "unet": unet, "vae": vae}
 
 
-def _unwrapped(model, converted):
+def unwrapped(model, converted):
     """transformers >= 5.6 flattened CLIPTextModel (no `text_model.`): keys as the model has them."""
     if hasattr(model, "text_model"):
         return converted

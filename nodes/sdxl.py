@@ -74,6 +74,29 @@ class PF_SDXLLoader:
         return (engine.handle(ckpt_name, controlnet, dtype),)
 
 
+class PF_SDXLFromModel:
+    NODE_ID = "PF_SDXLFromModel"
+    DISPLAY_NAME = "SDXL from core's MODEL (PoseForge)"
+    CATEGORY = "PoseForge/sdxl"
+    RETURN_TYPES = ("PF_SDXL",)
+    RETURN_NAMES = ("sdxl",)
+    FUNCTION = "load"
+    DESCRIPTION = ("Gives PoseForge's samplers the SDXL core already loaded (Load Checkpoint, LoRA Loader and other "
+                   "weight patches applied) without a second copy in memory: PoseForge works on ComfyUI's own "
+                   "tensors. Attention or function patches on the MODEL act only in core's samplers (the log names "
+                   "them). Add an OpenPose ControlNet for PF_SDXLOpenPose. Local only.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL",), "clip": ("CLIP",), "vae": ("VAE",),
+            "controlnet": (["none"] + models.list_files("controlnet"), {"default": "none"}),
+        }}
+
+    def load(self, model, clip, vae, controlnet="none"):
+        return (engine.from_core(model, clip, vae, controlnet),)
+
+
 class PF_SDXLLoRA:
     NODE_ID = "PF_SDXLLoRA"
     DISPLAY_NAME = "SDXL LoRA (PoseForge)"
@@ -152,4 +175,4 @@ class PF_SDXLOpenPose:
                     pf_node)
 
 
-NODES = (PF_SDXLLoader, PF_SDXLLoRA, PF_SDXLText2Image, PF_SDXLOpenPose)
+NODES = (PF_SDXLLoader, PF_SDXLFromModel, PF_SDXLLoRA, PF_SDXLText2Image, PF_SDXLOpenPose)

@@ -174,7 +174,7 @@ def save(models_root, name="tiny_sdxl.safetensors", cn_folder="tiny-openpose-sdx
 
 
 def save_core(models_root, parts, name="tiny_sdxl_core.safetensors"):
-    """The same tiny UNet and text encoders with a VAE of SD's own architecture (ComfyUI builds every SD
+    """The same tiny UNet and text encoders (stored in fp16, as the real file) with a VAE of SD's own architecture (ComfyUI builds every SD
     VAE at 128 channels x [1, 2, 4, 4], random weights here), so that core's CheckpointLoaderSimple loads
     the file once tests/tiny_comfy has taught ComfyUI the tiny sizes; returns (its VAE, the path)."""
     from diffusers import AutoencoderKL
@@ -184,8 +184,9 @@ def save_core(models_root, parts, name="tiny_sdxl_core.safetensors"):
     vae = AutoencoderKL(block_out_channels=[128, 256, 512, 512], norm_num_groups=32, in_channels=3, out_channels=3,
                         down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
                         latent_channels=4, sample_size=64, layers_per_block=2, scaling_factor=0.13025)
-    sd = {**unet_to_ldm(parts["unet"]), **vae_to_ldm(vae), **clip_l_to_ldm(parts["text_encoder"]),
-          **open_clip_to_ldm(parts["text_encoder_2"])}
+    text = {**clip_l_to_ldm(parts["text_encoder"]), **open_clip_to_ldm(parts["text_encoder_2"])}
+    sd = {**unet_to_ldm(parts["unet"]), **vae_to_ldm(vae),
+          **{k: v.half() if v.is_floating_point() else v for k, v in text.items()}}  # as SDXL files store them
     path = os.path.join(models_root, "checkpoints", name)
     save_file({k: v.contiguous() for k, v in sd.items()}, path)
     config = os.path.splitext(path)[0] + ".config"
