@@ -12,6 +12,12 @@ checkpoint loader + KSampler and by PoseForge, each in its own process (so peak 
 each side's own), one after the other in one run: load time, peak RSS, seconds per step.
 
     COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/python python bench/sdxl.py real [size] [steps] [rounds]
+
+(c) The same file in core's graph (Load Checkpoint, KSampler) alone, and with PF_SDXLFromModel +
+PF_SDXLText2Image added on the networks core loaded: the peak RSS it adds, as a share of the
+checkpoint's size (the issue's bound: under 5 %).
+
+    COMFYUI_DIR=/path/to/ComfyUI python bench/sdxl.py bridge [size] [steps]
 """
 import os
 import statistics
@@ -198,7 +204,7 @@ def build_real_controlnet(device="cpu"):
     return REAL_CN
 
 
-def side_comfyui(path, size, steps):
+def side_comfyui(path, size, steps, then=None):
     sys.path.insert(0, os.environ["COMFYUI_DIR"])
     sys.argv = [sys.argv[0], "--cpu"]
     import comfy.options
@@ -218,6 +224,8 @@ def side_comfyui(path, size, steps):
         t = time.perf_counter()
         nodes.KSampler().sample(model, 3, n, 6.0, "euler", "normal", pos, neg, latent)
         times[n] = time.perf_counter() - t
+    if then is not None:
+        then(model, clip, vae)
     return load, times
 
 
@@ -249,11 +257,47 @@ def side_poseforge(path, size, steps):
     return load, times
 
 
+def side_bridge(path, size, steps):
+    """core's graph (load, KSampler), then PF_SDXLFromModel + PF_SDXLText2Image on the same loaded networks."""
+    def bridge(model, clip, vae):
+        pack = load_pack()
+        bridged = pack.NODE_CLASS_MAPPINGS["PF_SDXLFromModel"]().load(model, clip, vae, "none")[0]
+        pack.NODE_CLASS_MAPPINGS["PF_SDXLText2Image"]().generate(
+            prompt="a dancer on a stage", negative_prompt="blurry", width=size, height=size, num_inference_steps=1,
+            guidance_scale=6.0, scheduler="Euler", seed=3, samples=1, backend="local", sdxl=bridged)
+
+    return side_comfyui(path, size, steps, then=bridge)
+
+
+def main_bridge(size=512, steps=2):
+    """Peak RSS of core's graph alone and with the bridge added (PoseForge's sampler on core's loaded
+    networks), each in its own process: the difference as a share of the checkpoint's size."""
+    import json
+    import subprocess
+
+    path = build_real()
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    peaks = {}
+    for name in ("comfyui", "bridge"):
+        _read_through(path)
+        out = subprocess.run([python, os.path.abspath(__file__), "_side", name, path, str(size), str(steps)],
+                             capture_output=True, text=True, env=dict(os.environ, POSEFORGE_MODELS=""))
+        line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+        if not line:
+            sys.exit(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+        peaks[name] = json.loads(line[0][7:])["peak_gib"]
+    size_gib = os.path.getsize(path) / 2 ** 30
+    print(f"real-architecture SDXL ({size_gib:.2f} GiB file), {size}x{size}: peak RSS core graph "
+          f"{peaks['comfyui']:.2f} GiB, with the bridge {peaks['bridge']:.2f} GiB: "
+          f"+{(peaks['bridge'] - peaks['comfyui']) / size_gib:.3f} x the checkpoint's size")
+
+
 def side(name, path, size, steps):
     import json
     import resource
 
-    load, times = (side_comfyui if name == "comfyui" else side_poseforge)(path, size, steps)
+    sides = {"comfyui": side_comfyui, "poseforge": side_poseforge, "bridge": side_bridge}
+    load, times = sides[name](path, size, steps)
     print("RESULT " + json.dumps({"load_s": load, "step_s": (times[steps] - times[1]) / (steps - 1),
                                   "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}))
 
@@ -297,6 +341,8 @@ def main_real(size=512, steps=3, rounds=2):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["real"]:
         main_real(*(int(a) for a in sys.argv[2:5]))
+    elif sys.argv[1:2] == ["bridge"]:
+        main_bridge(*(int(a) for a in sys.argv[2:4]))
     elif sys.argv[1:2] == ["_side"]:
         side(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:

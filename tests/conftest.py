@@ -200,9 +200,11 @@ def sdxl_files(tiny_root):
 
 @pytest.fixture(scope="session")
 def core_files(sdxl_files, tiny_root):
-    """tests/tiny_sdxl.save_core: the tiny SDXL with an SD-architecture VAE, which core's loader loads."""
+    """tests/tiny_sdxl.save_core: the tiny SDXL with an SD-architecture VAE, which core's loader loads (and
+    the tiny ControlNet in the original layout, which core's ControlNet loader loads)."""
     import tiny_sdxl
 
+    tiny_sdxl.save_core_controlnet(str(tiny_root), sdxl_files[0])
     return tiny_sdxl.save_core(str(tiny_root), sdxl_files[0])
 
 

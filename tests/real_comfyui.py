@@ -44,11 +44,12 @@ def segmind():
 
 
 @pytest.fixture(scope="session")
-def comfyui(tmp_path_factory, cf_root, openpose_root, sdxl_files, ip_files, lora_files, dwpose_files, tiny_root,
-            segmind):
+def comfyui(tmp_path_factory, cf_root, openpose_root, sdxl_files, ip_files, lora_files, dwpose_files, core_files,
+            tiny_root, segmind):
     base = tmp_path_factory.mktemp("comfy")
     (base / "custom_nodes").mkdir()
     os.symlink(ROOT, base / "custom_nodes" / "PoseForge")
+    os.symlink(os.path.join(ROOT, "tests", "tiny_comfy"), base / "custom_nodes" / "tiny_comfy")  # core loads the tiny SDXL
     for folder in ("openpose", "facerestore_models", "facedetection", "checkpoints", "controlnet", "ipadapter",
                    "clip_vision", "loras"):
         shutil.copytree(tiny_root / folder, base / "models" / folder, copy_function=os.link)  # no 1 GB copy

@@ -111,6 +111,9 @@ def test_ui_examples_are_valid_against_comfyuis_object_info(comfyui):
 
 # ComfyUI validates widget ranges, so the tiny runs keep SDXL's 512 minimum
 IN_COMFYUI = dict(TINY, width=512, height=512, resolution=128)
+CORE_NODES = {"CheckpointLoaderSimple": {"ckpt_name": "tiny_sdxl_core.safetensors"},  # tests/tiny_comfy
+              "ControlNetLoader": {"control_net_name": "tiny-openpose-sdxl-ldm.safetensors"},
+              "KSampler": {"steps": 2}}
 
 
 @pytest.mark.parametrize("name", sorted(API))
@@ -120,6 +123,7 @@ def test_api_examples_complete_through_prompt(comfyui, name, tmp_path):
     if not name.endswith("_segmind"):
         for node in graph.values():
             node["inputs"].update({k: v for k, v in IN_COMFYUI.items() if k in node["inputs"]})
+            node["inputs"].update(CORE_NODES.get(node["class_type"], {}))
     outputs = _run(url, graph, workflow=UI[name])
     kinds = {n: node["class_type"] for n, node in graph.items()}
     pose = next(outputs[n] for n, k in kinds.items() if k == "PF_OpenPoseExtract")

@@ -193,3 +193,38 @@ def save_core(models_root, parts, name="tiny_sdxl_core.safetensors"):
     shutil.copytree(os.path.join(models_root, "checkpoints", "tiny_sdxl.config"), config, dirs_exist_ok=True)
     vae.save_config(os.path.join(config, "vae"))
     return vae, path
+
+
+def controlnet_to_ldm(controlnet, hint_blocks):
+    """A diffusers ControlNetModel -> the original ControlNet layout (input_blocks, input_hint_block,
+    zero_convs, middle_block_out), which ComfyUI's ControlNet loader detects by model (tests/tiny_comfy)."""
+    import types
+
+    config = controlnet.config
+    shape = types.SimpleNamespace(block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
+                                  up_block_types=["UpBlock2D"] * len(config.block_out_channels))  # no up blocks
+    pairs, resnet = unet_prefixes(shape), dict(RESNET)
+    pairs = [p for p in pairs if not p[0].startswith(("up_blocks", "conv_norm_out", "conv_out"))]
+    extra = [("controlnet_cond_embedding.conv_in.", "input_hint_block.0."),
+             ("controlnet_cond_embedding.conv_out.", f"input_hint_block.{2 * (hint_blocks + 1)}."),
+             ("controlnet_mid_block.", "middle_block_out.0.")]
+    extra += [(f"controlnet_cond_embedding.blocks.{i}.", f"input_hint_block.{2 * (i + 1)}.") for i in range(hint_blocks)]
+    extra += [(f"controlnet_down_blocks.{i}.", f"zero_convs.{i}.0.") for i in range(len(controlnet.controlnet_down_blocks))]
+    out = {}
+    for key, value in controlnet.state_dict().items():
+        theirs, rest, ours = _rename(key, pairs + extra)
+        if ".resnets." in ours:
+            head, _, tail = rest.partition(".")
+            rest = resnet.get(head, head) + "." + tail
+        out[theirs + rest] = value.contiguous()
+    return out
+
+
+def save_core_controlnet(models_root, parts, name="tiny-openpose-sdxl-ldm.safetensors"):
+    """The tiny ControlNet in the original layout (what core's ControlNetLoader reads), in controlnet/."""
+    from safetensors.torch import save_file
+
+    cn = parts["controlnet"]
+    path = os.path.join(models_root, "controlnet", name)
+    save_file(controlnet_to_ldm(cn, len(cn.controlnet_cond_embedding.blocks)), path)
+    return path

@@ -27,6 +27,39 @@ CORE = {
                   "output": ["IMAGE", "MASK"], "output_name": ["IMAGE", "MASK"]},
     "SaveImage": {"display_name": "Save Image", "input": {"required": {"images": ["IMAGE"], "filename_prefix": ["STRING", {"default": "ComfyUI"}]}},
                   "output": [], "output_name": [], "output_node": True},
+    "CheckpointLoaderSimple": {"display_name": "Load Checkpoint", "input": {"required": {
+        "ckpt_name": [["sd_xl_base_1.0.safetensors"]]}}, "output": ["MODEL", "CLIP", "VAE"],
+        "output_name": ["MODEL", "CLIP", "VAE"]},
+    "CLIPTextEncode": {"display_name": "CLIP Text Encode (Prompt)", "input": {"required": {
+        "text": ["STRING", {"multiline": True, "dynamicPrompts": True}], "clip": ["CLIP"]}},
+        "output": ["CONDITIONING"], "output_name": ["CONDITIONING"]},
+    "KSampler": {"display_name": "KSampler", "input": {"required": {
+        "model": ["MODEL"], "seed": ["INT", {"default": 0, "min": 0, "max": 18446744073709551615,
+                                             "control_after_generate": True}],
+        "steps": ["INT", {"default": 20, "min": 1, "max": 10000}],
+        "cfg": ["FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}],
+        "sampler_name": [["euler", "euler_ancestral", "dpmpp_2m"]], "scheduler": [["simple", "normal", "karras"]],
+        "positive": ["CONDITIONING"], "negative": ["CONDITIONING"], "latent_image": ["LATENT"],
+        "denoise": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}]}},
+        "output": ["LATENT"], "output_name": ["LATENT"]},
+    "EmptyLatentImage": {"display_name": "Empty Latent Image", "input": {"required": {
+        "width": ["INT", {"default": 512, "min": 16, "max": 16384, "step": 8}],
+        "height": ["INT", {"default": 512, "min": 16, "max": 16384, "step": 8}],
+        "batch_size": ["INT", {"default": 1, "min": 1, "max": 4096}]}}, "output": ["LATENT"], "output_name": ["LATENT"]},
+    "VAEDecode": {"display_name": "VAE Decode", "input": {"required": {"samples": ["LATENT"], "vae": ["VAE"]}},
+                  "output": ["IMAGE"], "output_name": ["IMAGE"]},
+    "ControlNetLoader": {"display_name": "Load ControlNet Model", "input": {"required": {
+        "control_net_name": [["OpenPoseXL2.safetensors"]]}}, "output": ["CONTROL_NET"], "output_name": ["CONTROL_NET"]},
+    "ControlNetApplyAdvanced": {"display_name": "Apply ControlNet", "input": {"required": {
+        "positive": ["CONDITIONING"], "negative": ["CONDITIONING"], "control_net": ["CONTROL_NET"], "image": ["IMAGE"],
+        "strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}],
+        "start_percent": ["FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}],
+        "end_percent": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001}]},
+        "optional": {"vae": ["VAE"]}}, "output": ["CONDITIONING", "CONDITIONING"], "output_name": ["positive", "negative"]},
+    "LatentUpscaleBy": {"display_name": "Upscale Latent By", "input": {"required": {
+        "samples": ["LATENT"], "upscale_method": [["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]],
+        "scale_by": ["FLOAT", {"default": 1.5, "min": 0.01, "max": 8.0, "step": 0.01}]}},
+        "output": ["LATENT"], "output_name": ["LATENT"]},
 }
 
 HF = "https://huggingface.co"
@@ -345,12 +378,87 @@ def sdxl_openpose_lora(defs, segmind):
     return g.ui()
 
 
+def core_loader(g, pos):
+    return g.add("CheckpointLoaderSimple", pos, {"ckpt_name": MODELS["sdxl"]["name"]}, size=(330, 100),
+                 models=("sdxl",))
+
+
+def core_ipadapter_openpose(defs, segmind):
+    """With core nodes 1: core's checkpoint and KSampler; PoseForge's IP-Adapter on core's MODEL and its pose
+    map into core's Apply ControlNet."""
+    g = Graph(defs)
+    ckpt = core_loader(g, (0, 0))
+    photo = g.add("LoadImage", (0, 140), {"image": POSE_PHOTO}, size=(300, 360), title="Pose reference photo")
+    pose = g.add("PF_OpenPoseExtract", (340, 140), {"detect_hands": True, "detect_face": True},
+                 {"image": (photo, 0)}, size=(300, 200))
+    ref = g.add("LoadImage", (0, 540), {"image": IMAGE_PROMPT}, size=(300, 360), title="Image prompt")
+    ip = g.add("PF_IPAdapter", (340, 540), {"ip_adapter_scale": 0.6}, {"image": (ref, 0)}, size=(330, 220),
+               models=("ipadapter", "clip_vision"))
+    model = g.add("PF_IPAdapterApply", (720, 540), {"start_at": 0.0, "end_at": 0.8},
+                  {"model": (ckpt, 0), "ip_adapter": (ip, 0)}, size=(320, 130))
+    positive = g.add("CLIPTextEncode", (380, -260), {
+        "text": "portrait of an astronaut, glowing nebula colours, deep space light, highly detailed"},
+        {"clip": (ckpt, 1)}, size=(330, 160), title="Positive")
+    negative = g.add("CLIPTextEncode", (380, -60), {"text": NEGATIVE}, {"clip": (ckpt, 1)}, size=(330, 160),
+                     title="Negative")
+    controlnet = g.add("ControlNetLoader", (720, -60), {"control_net_name": MODELS["controlnet"]["name"]},
+                       size=(320, 80), models=("controlnet",))
+    applied = g.add("ControlNetApplyAdvanced", (720, 100), {"strength": 0.8},
+                    {"positive": (positive, 0), "negative": (negative, 0), "control_net": (controlnet, 0),
+                     "image": (pose, 0), "vae": (ckpt, 2)}, size=(320, 190))
+    empty = g.add("EmptyLatentImage", (720, 340), {"width": 1024, "height": 1024}, size=(320, 110))
+    sampler = g.add("KSampler", (1080, 0), {"seed": 42, "steps": 30, "cfg": 7.0, "sampler_name": "dpmpp_2m",
+                                            "scheduler": "karras"},
+                    {"model": (model, 0), "positive": (applied, 0), "negative": (applied, 1),
+                     "latent_image": (empty, 0)}, size=(320, 270))
+    decode = g.add("VAEDecode", (1080, 310), {}, {"samples": (sampler, 0), "vae": (ckpt, 2)}, size=(220, 50))
+    g.add("SaveImage", (1440, 0), {"filename_prefix": "PoseForge/core_ipadapter_openpose"},
+          {"images": (decode, 0)}, size=(420, 460))
+    return g.ui()
+
+
+def core_sdxl_openpose_hires(defs, segmind):
+    """With core nodes 2: core's checkpoint into PoseForge's pose sampler (no second copy), its LATENT into
+    core's hi-res pass (Upscale Latent By, KSampler at denoise 0.5)."""
+    g = Graph(defs)
+    ckpt = core_loader(g, (0, 0))
+    photo = g.add("LoadImage", (0, 140), {"image": POSE_PHOTO}, size=(300, 360), title="Pose reference photo")
+    pose = g.add("PF_OpenPoseExtract", (340, 140), {"detect_hands": True, "detect_face": True},
+                 {"image": (photo, 0)}, size=(300, 200))
+    bridge = g.add("PF_SDXLFromModel", (340, -120), {"controlnet": MODELS["controlnet"]["name"]},
+                   {"model": (ckpt, 0), "clip": (ckpt, 1), "vae": (ckpt, 2)}, size=(330, 130),
+                   models=("controlnet",))
+    prompt = "a dancer in a red dress in the same pose, studio light, detailed face"
+    first = g.add("PF_SDXLOpenPose", (720, 0), {
+        "prompt": prompt, "negative_prompt": NEGATIVE, "seed": 5, "controlnet_scale": 0.8,
+        "scheduler": pose_scheduler(False), "width": 832, "height": 1216},
+        {"pose": (pose, 2), "sdxl": (bridge, 0)}, size=(380, 660))
+    upscale = g.add("LatentUpscaleBy", (1140, 0), {"upscale_method": "bislerp", "scale_by": 1.5},
+                    {"samples": (first, 1)}, size=(300, 110))
+    positive = g.add("CLIPTextEncode", (1140, 150), {"text": prompt}, {"clip": (ckpt, 1)}, size=(300, 150),
+                     title="Positive")
+    negative = g.add("CLIPTextEncode", (1140, 340), {"text": NEGATIVE}, {"clip": (ckpt, 1)}, size=(300, 150),
+                     title="Negative")
+    hires = g.add("KSampler", (1480, 0), {"seed": 5, "steps": 20, "cfg": 6.0, "sampler_name": "dpmpp_2m",
+                                          "scheduler": "karras", "denoise": 0.5},
+                  {"model": (ckpt, 0), "positive": (positive, 0), "negative": (negative, 0),
+                   "latent_image": (upscale, 0)}, size=(320, 270), title="Hi-res pass (KSampler)")
+    decode = g.add("VAEDecode", (1480, 310), {}, {"samples": (hires, 0), "vae": (ckpt, 2)}, size=(220, 50))
+    g.add("SaveImage", (1840, 0), {"filename_prefix": "PoseForge/core_sdxl_openpose_hires"},
+          {"images": (decode, 0)}, size=(420, 460))
+    g.add("SaveImage", (1140, 540), {"filename_prefix": "PoseForge/core_first_pass"}, {"images": (first, 0)},
+          size=(300, 340))
+    return g.ui()
+
+
 EXAMPLES = {
     "ipadapter_xl_openpose": (ipadapter_openpose, False),
     "ipadapter_xl_openpose_segmind": (ipadapter_openpose, True),
     "sdxl_openpose_codeformer": (sdxl_openpose_codeformer, False),
     "sdxl_openpose_codeformer_segmind": (sdxl_openpose_codeformer, True),
     "sdxl_openpose_lora": (sdxl_openpose_lora, False),
+    "core_ipadapter_openpose": (core_ipadapter_openpose, False),
+    "core_sdxl_openpose_hires": (core_sdxl_openpose_hires, False),
 }
 
 
