@@ -133,17 +133,8 @@ def text_config(part):
 def over(model, converted, what):
     """`model` (built empty) given the tensors of `converted` ({its key: a view of ComfyUI's tensor})
     as they are: same storage, no copy."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in converted]
-    if missing:
-        raise CoreModelError(f"the {what} ComfyUI loaded lacks {len(missing)} tensor(s) diffusers' SDXL has, e.g. "
-                             f"{missing[:3]}: is it an SDXL model?")
-    state = {}
-    for key, meta in expected.items():
-        value = converted[key]
-        if tuple(value.shape) != tuple(meta.shape):
-            value = value.view(meta.shape)  # a 1x1 conv for a linear layer: a view
-        state[key] = value
+    state = {key: value for key, (_, value) in
+             sdxl_file.matched(model, converted, f"the {what} ComfyUI loaded", CoreModelError).items()}
     model.load_state_dict(state, strict=True, assign=True)
     return model
 

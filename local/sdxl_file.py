@@ -106,22 +106,31 @@ class Mapped:
         self.close()
 
 
+def matched(model, converted, source, error):
+    """{key: (the empty model's tensor, the converted value in its shape)} for every tensor `model`
+    has; a missing one is an `error` naming `source` and them."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in converted]
+    if missing:
+        raise error(f"{source} lacks {len(missing)} tensor(s) of the {type(model).__name__}, e.g. {missing[:3]}: "
+                    "is it a complete SDXL model?")
+    found = {}
+    for key, meta in expected.items():
+        value = converted[key]
+        if tuple(value.shape) != tuple(meta.shape):
+            value = value.reshape(meta.shape)  # 1x1 convs stored for linear layers and the like (a view)
+        found[key] = (meta, value)
+    return found
+
+
 def fill(model, converted, dtype, mapped):
     """Give the empty `model` the tensors of `converted` ({diffusers key: view}), each cast
     into `dtype` as a tensor of its own; unexpected keys are left out (as diffusers leaves
     them), missing ones are an error naming them."""
     import torch
 
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in converted]
-    if missing:
-        raise SafetensorsError(f"{mapped.path} lacks {len(missing)} tensor(s) of the {type(model).__name__}, "
-                               f"e.g. {missing[:3]}: is it a complete SDXL file?")
     state = {}
-    for key, meta in expected.items():
-        value = converted[key]
-        if tuple(value.shape) != tuple(meta.shape):
-            value = value.reshape(meta.shape)  # 1x1 convs stored for linear layers and the like
+    for key, (meta, value) in matched(model, converted, mapped.path, SafetensorsError).items():
         target = dtype if meta.is_floating_point() else meta.dtype
         state[key] = value.to(dtype=target, copy=True, memory_format=torch.contiguous_format)
         mapped.done(value)
