@@ -19,14 +19,16 @@ What cannot carry over is said, not silently dropped:
   which streams what does not fit.
 """
 import logging
+import os
 
 from ..host import comfy, residency
-from . import libs, sdxl_file
+from . import families, libs, sdxl_file
 
 log = logging.getLogger("PoseForge")
 MODEL_OPTIONS = ("model_function_wrapper", "sampler_cfg_function", "sampler_post_cfg_function",
                  "sampler_pre_cfg_function", "denoise_mask_function")
 UNET_PREFIX, VAE_PREFIX = "model.diffusion_model.", "first_stage_model."
+VAE_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sdxl_config", "vae", "config.json")  # SDXL's
 
 
 class CoreModelError(ValueError):
@@ -179,10 +181,8 @@ def build_vae(vae, scale_factor):
     diffusers = libs.diffusers()
     from diffusers.loaders import single_file_utils as su
 
-    from .sdxl import component_config
-
     theirs = vae.first_stage_model
-    config = dict(component_config(None, "vae"), scaling_factor=scale_factor,
+    config = dict(families.read_json(VAE_CONFIG), scaling_factor=scale_factor,
                   latent_channels=theirs.state_dict()["decoder.conv_in.weight"].shape[1])
     net = sdxl_file.empty(lambda: diffusers.AutoencoderKL.from_config(config))
     sd = {VAE_PREFIX + k: v for k, v in theirs.state_dict().items()}
