@@ -98,20 +98,20 @@ def pose_count(request):
     return len(maps) if hasattr(maps, "__len__") else 1
 
 
-def size(request):
-    """(width, height) of the output: the LATENT input's when there is one (as core's KSampler), else
-    the widgets'."""
+def sized(request):
+    """(the LATENT input's samples, checked, or None; the output's width and height: the latent's when
+    there is one, as for core's KSampler, else the widgets')."""
     samples = latent_samples(request)
     if samples is None:
-        return request["width"], request["height"]
-    return samples.shape[-1] * 8, samples.shape[-2] * 8
+        return None, request["width"], request["height"]
+    return samples, samples.shape[-1] * 8, samples.shape[-2] * 8
 
 
 def check(request):
     """The checks of what the local engine can do, before any heavy work (Segmind's own ranges are
     checked only when Segmind runs)."""
     lo, hi = SIZE
-    for side, value in zip(("width", "height"), size(request)):
+    for side, value in zip(("width", "height"), sized(request)[1:]):
         if value % 8 or not lo <= value <= hi:
             raise SDXLRequestError(f"{side} {value} must be a multiple of 8 within {lo}..{hi} (SDXL works "
                                    "best near 1024x1024).")
@@ -151,13 +151,14 @@ def files(request):
 
 
 def pose_maps(request):
-    """The pose maps (uint8 RGB, the output's size) the ControlNet receives: a PF_POSE with keypoints
+    """The pose maps (uint8 RGB, the output's size: `request`'s width and height, a job's being the
+    latent's when it has one) the ControlNet receives: a PF_POSE with keypoints
     whose canvas has another aspect is drawn again at the output size, fitted or cropped (its
     skeleton's proportions kept); a plain pose-map IMAGE is letterboxed or centre-cropped; `stretch`
     only resizes."""
     from ..local import pose_render
 
-    pose, out, fit = request["pose"], size(request), request["pose_fit"]
+    pose, out, fit = request["pose"], (request["width"], request["height"]), request["pose_fit"]
     if isinstance(pose, dict) and pose.get("keypoints"):
         return [pose_render.fit_frame(frame, *out, fit, **pose.get("draw", {})) for frame in pose["keypoints"]]
     maps = images.to_uint8(pose["map"] if isinstance(pose, dict) else pose, "pose")
@@ -186,13 +187,13 @@ def local(request, paths):
         cross = sdxl.component_config(paths["ckpt"], "unet")["cross_attention_dim"]
         lora.check(paths[f"lora{index}"], cross)  # from its tensor names and shapes: before anything loads
         loras.append((paths[f"lora{index}"], spec["strength_model"], spec["strength_clip"]))
-    width, height = size(request)
+    latent, width, height = sized(request)
     job = dict(request, ckpt=paths.get("ckpt"), core=sdxl_handle.get("core"), controlnet=paths.get("controlnet"),
-               dtype=sdxl_handle["dtype"], loras=loras, width=width, height=height, latent=latent_samples(request),
+               dtype=sdxl_handle["dtype"], loras=loras, width=width, height=height, latent=latent,
                denoise=request.get("denoise", 1.0))
     sdxl.check_prompts(job)
     if is_pose(request):
-        job["poses"] = pose_maps(request)
+        job["poses"] = pose_maps(job)
     if request.get("ip_adapter") is not None:
         from ..local import ipadapter as local_ip
 

@@ -131,13 +131,17 @@ def cross_attention(unet):
     return tuple(n for n in unet.attn_processors if n.endswith("attn2.processor"))
 
 
-def check_unet(info, unet, name):
-    crosses = cross_attention(unet)
-    if info["cross"] != unet.config.cross_attention_dim or info["layers"] != len(crosses):
+def check_fit(info, name, layers, width, what, error=IPAdapterError):
+    """An `error` naming the adapter's family when its cross-attention (width, layer count) is not that of
+    `what`, a UNet with `layers` cross-attention layers `width` wide."""
+    if info["cross"] != width or info["layers"] != layers:
         family = {768: "SD1.5", 1024: "SD2.x"}.get(info["cross"], f"a model with {info['cross']}-wide text features")
-        raise IPAdapterError(f"The IP-Adapter {name} is for {family} ({info['layers']} cross-attention layers), not "
-                             f"for this SDXL UNet ({len(crosses)} layers, {unet.config.cross_attention_dim} wide): "
-                             f"use an SDXL adapter, {KINDS}.")
+        raise error(f"The IP-Adapter {name} is for {family} ({info['layers']} cross-attention layers), not for "
+                    f"{what} ({layers} layers, {width} wide): use an SDXL adapter, {KINDS}.")
+
+
+def check_unet(info, unet, name):
+    check_fit(info, name, len(cross_attention(unet)), unet.config.cross_attention_dim, "this SDXL UNet")
 
 
 # -- loading -------------------------------------------------------------------

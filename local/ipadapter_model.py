@@ -212,11 +212,7 @@ def check_model(model, info, name):
         raise PatchError("PF_IPAdapterApply takes an SDXL MODEL (core's Load Checkpoint): this MODEL has no UNet "
                          "PoseForge knows.")
     found = layers(config)
-    if config.get("context_dim") != info["cross"] or len(found) != info["layers"]:
-        family = {768: "SD1.5", 1024: "SD2.x"}.get(info["cross"], f"a model with {info['cross']}-wide text features")
-        raise PatchError(f"The IP-Adapter {name} is for {family} ({info['layers']} cross-attention layers), not for "
-                         f"this MODEL ({len(found)} layers, {config.get('context_dim')} wide): use an SDXL adapter, "
-                         f"{ipadapter.KINDS}.")
+    ipadapter.check_fit(info, name, len(found), config.get("context_dim"), "this MODEL", PatchError)
     return found
 
 

@@ -37,9 +37,8 @@ def resolved(name):
 
 
 def _name_of(dtype):
-    import torch
-
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+    """The dtype name torch_dtype() maps to `dtype` (fp32 for any other)."""
+    return next((name for name in ("fp16", "bf16") if torch_dtype(name) == dtype), "fp32")
 
 
 def torch_dtype(name):
