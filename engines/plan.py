@@ -1,7 +1,7 @@
 """What a generating node will do, answered before it runs (the editor's estimate and warnings):
 the run's own decision (backend.decide: the backend chosen, every check made before anything is
 sent, Segmind's endpoint and jobs) on the node's widget values and on what its links will carry:
-PoseForge's handle nodes evaluated (PF_SDXLLoader, PF_SDXLLoRA, PF_IPAdapter: they load nothing),
+PoseForge's handle nodes evaluated (PF_SDXLLoader, PF_SDXLLoRA, PF_IPAdapter, PF_ControlNet: they load nothing),
 a small stand-in for an image, a PF_POSE with a source photo when it comes from
 PF_OpenPoseExtract (Segmind's pose models need one) and without one when it was drawn.
 
@@ -12,7 +12,7 @@ from ..segmind import endpoints
 from . import backend
 from .pose import bundle
 
-EVALUATED = ("PF_SDXLLoader", "PF_SDXLLoRA", "PF_IPAdapter")  # cheap: they name files and hold settings
+EVALUATED = ("PF_SDXLLoader", "PF_SDXLLoRA", "PF_IPAdapter", "PF_ControlNet")  # cheap: they name files, hold settings
 MAX_DEPTH = 32  # links followed from one node (a graph's links may go round)
 STAND_IN_SIDE = 8  # pixels a side of a stand-in image
 MODEL = object()  # a stand-in for a model a core loader gives (CLIP_VISION, UPSCALE_MODEL, MODEL, CLIP, VAE)

@@ -3,15 +3,22 @@
 
 A request is the sampler's inputs under their own names: sdxl (the PF_SDXL handle or None),
 prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-samples, ip_adapter (PF_IPADAPTER or None); for pose runs also pose (PF_POSE or a pose-map
-IMAGE), controlnet_scale, control_start, control_end and pose_fit. Each side returns ((IMAGE,), details).
+samples, ip_adapter (PF_IPADAPTER or None), control (PF_CONTROL: more ControlNets, or None), latent
+and denoise (a pass from a LATENT), inpaint_image, mask, mask_grow and mask_feather (inpainting);
+for pose runs also pose (PF_POSE or a pose-map IMAGE), controlnet_scale, control_start, control_end
+and pose_fit. Each side returns ((IMAGE, LATENT), details).
 """
+import math
+
 from ..host import images
 from ..host.progress import Progress
-from ..local import schedulers
+from ..local import families, schedulers
+from ..local.inpaint import LIMIT as MASK_LIMIT
 from . import ipadapter
 
 DTYPES = ["auto", "fp16", "bf16", "fp32"]
+PREDICTIONS = list(families.PREDICTIONS)
+STRENGTH_MAX = 10.0  # a PF_ControlNet's strength, as core's Apply ControlNet
 SCHEDULERS = schedulers.NAMES
 POSE_FITS = ["fit", "crop", "stretch"]
 NO_LOADER = ("checkpoints", "an SDXL checkpoint: connect a PF_SDXLLoader node to the `sdxl` input", None)
@@ -25,11 +32,27 @@ class SDXLRequestError(ValueError):
     pass
 
 
-def handle(ckpt, controlnet, dtype):
-    """PF_SDXL: which files to load (nothing is loaded until a sampler runs), and no LoRA yet."""
+def handle(ckpt, controlnet, dtype, prediction="auto"):
+    """PF_SDXL: which files to load (nothing is loaded until a sampler runs), how the checkpoint samples
+    (`auto`: as it says), and no LoRA yet."""
     folder, name = ("diffusers", ckpt[len("[diffusers] "):]) if ckpt.startswith("[diffusers] ") else ("checkpoints", ckpt)
+    if prediction not in PREDICTIONS:
+        raise SDXLRequestError(f"prediction must be one of {', '.join(PREDICTIONS)}, not {prediction!r}.")
     return {"ckpt": (folder, name), "controlnet": None if controlnet == "none" else controlnet, "dtype": dtype,
-            "loras": []}
+            "prediction": prediction, "loras": []}
+
+
+def with_control(control, controlnet, image, mode, strength, start, end):
+    """PF_CONTROL: `control` (a list, or None) with one more ControlNet entry (the given list is left as it
+    is: ComfyUI reuses a node's output)."""
+    for name, value, hi in (("strength", strength, STRENGTH_MAX), ("start", start, 1.0), ("end", end, 1.0)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= hi):
+            raise SDXLRequestError(f"PF_ControlNet {name} {value} must be a number within 0..{hi:g}.")
+    if not start < end:
+        raise SDXLRequestError(f"PF_ControlNet start {start} must be below its end {end}.")
+    entry = {"name": controlnet, "image": image, "mode": mode, "strength": float(strength), "start": float(start),
+             "end": float(end)}
+    return list(control or []) + [entry]
 
 
 def from_core(model, clip, vae, controlnet, checked=True):
@@ -70,21 +93,56 @@ def latent_samples(request):
     if not torch.is_tensor(samples) or samples.dim() != 4 or samples.shape[1] != LATENT_CHANNELS:
         shape = tuple(samples.shape) if torch.is_tensor(samples) else type(samples).__name__
         raise SDXLRequestError(f"latent must be an SDXL LATENT, samples (batch, 4, height/8, width/8), not {shape}.")
-    if latent.get("noise_mask") is not None:
-        raise SDXLRequestError("This LATENT carries a noise mask (Set Latent Noise Mask, VAE Encode for Inpainting): "
-                               "PoseForge's samplers do not inpaint yet; use core's KSampler for a masked pass.")
-    lo, hi = SIZE
-    if not (lo <= samples.shape[-1] * 8 <= hi and lo <= samples.shape[-2] * 8 <= hi):
-        raise SDXLRequestError(f"the latent is {samples.shape[-1] * 8}x{samples.shape[-2] * 8} pixels: the local "
-                               f"engine takes {lo}..{hi} a side.")
-    images = pose_count(request) * request["samples"]
-    if samples.shape[0] not in (1, request["samples"], images):
-        raise SDXLRequestError(f"the latent holds {samples.shape[0]} image(s): give 1 (used for every image), "
-                               f"`samples` ({request['samples']}: one per sample, for each pose) or one per output "
-                               f"image ({images}).")
+    mask = latent.get("noise_mask")
+    if mask is not None and (not torch.is_tensor(mask) or mask.dim() not in (2, 3, 4) or 0 in mask.shape):
+        raise SDXLRequestError("the latent's noise_mask must be a mask tensor (core's Set Latent Noise Mask makes "
+                               "one).")
+    _check_batch(request, samples.shape[0], "the latent", samples.shape[-1] * 8, samples.shape[-2] * 8)
     if not bool(torch.isfinite(samples).all()):
         raise SDXLRequestError("the latent holds values that are not finite (NaN or infinity).")
     return samples
+
+
+def _check_batch(request, count, what, width, height):
+    """A start for the run (a latent, an image to inpaint) of `count` images at width x height pixels."""
+    lo, hi = SIZE
+    if not (lo <= width <= hi and lo <= height <= hi):
+        raise SDXLRequestError(f"{what} is {width}x{height} pixels: the local engine takes {lo}..{hi} a side.")
+    images = pose_count(request) * request["samples"]
+    if count not in (1, request["samples"], images):
+        raise SDXLRequestError(f"{what} holds {count} image(s): give 1 (used for every image), `samples` "
+                               f"({request['samples']}: one per sample, for each pose) or one per output image "
+                               f"({images}).")
+
+
+def inpaint_pixels(request):
+    """The image to inpaint (float [n, H, W, 3], cropped to multiples of 8 about its centre, as core's VAE
+    Encode crops), checked with its mask; None without one."""
+    import torch
+
+    pixels, mask = request.get("inpaint_image"), request.get("mask")
+    if pixels is None and mask is None:
+        return None
+    if pixels is None or mask is None:
+        missing = "mask (MASK: 1 where to generate)" if mask is None else "inpaint_image (the picture to keep)"
+        raise SDXLRequestError(f"Inpainting takes an inpaint_image and a mask together: connect {missing}.")
+    if request.get("latent") is not None:
+        raise SDXLRequestError("Give either a LATENT or an inpaint_image, not both (the image is the start).")
+    for name in ("mask_grow", "mask_feather"):
+        value = request.get(name, 0)
+        if not isinstance(value, int) or not 0 <= value <= MASK_LIMIT:
+            raise SDXLRequestError(f"{name} {value!r} must be a whole number of pixels within 0..{MASK_LIMIT}.")
+    if not torch.is_tensor(mask) or mask.dim() not in (2, 3) or 0 in mask.shape:
+        raise SDXLRequestError(f"mask must be a ComfyUI MASK [batch, height, width], not {getattr(mask, 'shape', mask)}.")
+    if not torch.is_tensor(pixels) or pixels.dim() != 4 or pixels.shape[-1] not in (3, 4):
+        raise SDXLRequestError("inpaint_image must be a ComfyUI IMAGE [batch, height, width, 3].")
+    h, w = pixels.shape[1] // 8 * 8, pixels.shape[2] // 8 * 8
+    _check_batch(request, pixels.shape[0], "the inpaint_image", w, h)
+    count = mask.shape[0] if mask.dim() == 3 else 1
+    if count not in (1, pixels.shape[0]):
+        raise SDXLRequestError(f"the mask holds {count} masks for {pixels.shape[0]} image(s): give 1 or one per image.")
+    top, left = (pixels.shape[1] - h) // 2, (pixels.shape[2] - w) // 2
+    return torch.nan_to_num(pixels[:, top:top + h, left:left + w, :3].float(), nan=0.0).clamp(0, 1)
 
 
 def pose_count(request):
@@ -99,19 +157,21 @@ def pose_count(request):
 
 
 def sized(request):
-    """(the LATENT input's samples, checked, or None; the output's width and height: the latent's when
-    there is one, as for core's KSampler, else the widgets')."""
-    samples = latent_samples(request)
-    if samples is None:
-        return None, request["width"], request["height"]
-    return samples, samples.shape[-1] * 8, samples.shape[-2] * 8
+    """(the LATENT input's samples, checked, or None; the image to inpaint, checked, or None; the output's width
+    and height: the latent's or the image's when there is one, as for core's KSampler, else the widgets')."""
+    samples, pixels = latent_samples(request), inpaint_pixels(request)
+    if samples is not None:
+        return samples, None, samples.shape[-1] * 8, samples.shape[-2] * 8
+    if pixels is not None:
+        return None, pixels, pixels.shape[2], pixels.shape[1]
+    return None, None, request["width"], request["height"]
 
 
 def check(request):
     """The checks of what the local engine can do, before any heavy work (Segmind's own ranges are
     checked only when Segmind runs)."""
     lo, hi = SIZE
-    for side, value in zip(("width", "height"), sized(request)[1:]):
+    for side, value in zip(("width", "height"), sized(request)[2:]):
         if value % 8 or not lo <= value <= hi:
             raise SDXLRequestError(f"{side} {value} must be a multiple of 8 within {lo}..{hi} (SDXL works "
                                    "best near 1024x1024).")
@@ -129,12 +189,15 @@ def check(request):
             raise SDXLRequestError("control_start must be below control_end, both within 0..1.")
         if request["pose_fit"] not in POSE_FITS:
             raise SDXLRequestError(f"pose_fit must be one of {', '.join(POSE_FITS)}, not {request['pose_fit']!r}.")
+    control = request.get("control")
+    if control is not None and not (isinstance(control, list) and all(isinstance(c, dict) for c in control)):
+        raise SDXLRequestError("control must be PF_ControlNet's PF_CONTROL output.")
 
 
 def files(request):
-    """{role: (folder, file, source)}: ckpt, controlnet (pose runs), lora0.. (PF_SDXLLoRA), ipadapter and
-    clip_vision (with an image prompt)."""
-    from ..local import families, lora
+    """{role: (folder, file, source)}: ckpt, controlnet (pose runs), control0.. (PF_ControlNet), lora0..
+    (PF_SDXLLoRA), ipadapter and clip_vision (with an image prompt)."""
+    from ..local import controlnets, lora
 
     check(request)
     sdxl_handle = request["sdxl"]
@@ -143,6 +206,8 @@ def files(request):
     wanted = {} if sdxl_handle.get("core") else {"ckpt": (*sdxl_handle["ckpt"], families.SDXL_SOURCE)}
     if is_pose(request):  # none chosen: missing for the local side only (Segmind needs no ControlNet file)
         wanted["controlnet"] = ("controlnet", sdxl_handle["controlnet"] or NO_CONTROLNET, families.OPENPOSE_SOURCE)
+    for index, spec in enumerate(request.get("control") or []):
+        wanted[f"control{index}"] = ("controlnet", spec["name"], controlnets.UNION_SOURCE)
     for index, spec in enumerate(sdxl_handle.get("loras", [])):
         wanted[f"lora{index}"] = ("loras", spec["name"], lora.SOURCE)
     if request.get("ip_adapter") is not None:
@@ -161,8 +226,65 @@ def pose_maps(request):
     pose, out, fit = request["pose"], (request["width"], request["height"]), request["pose_fit"]
     if isinstance(pose, dict) and pose.get("keypoints"):
         return [pose_render.fit_frame(frame, *out, fit, **pose.get("draw", {})) for frame in pose["keypoints"]]
-    maps = images.to_uint8(pose["map"] if isinstance(pose, dict) else pose, "pose")
-    return [pose_render.fit_map(m, *out, fit) for m in maps]
+    return control_maps(pose["map"] if isinstance(pose, dict) else pose, request, "pose")
+
+
+def control_maps(image, request, what):
+    """An IMAGE batch as control maps (uint8 RGB at the output size), fitted as the run's `pose_fit` says so
+    that they stay aligned with the pose (text-to-image: `crop`, as core's Apply ControlNet)."""
+    from ..local import pose_render
+
+    fit = request.get("pose_fit", "crop")
+    return [pose_render.fit_map(m, request["width"], request["height"], fit) for m in images.to_uint8(image, what)]
+
+
+def controlnet_entries(request, paths, job):
+    """The ControlNets a local run stacks (local/sdxl.generate's `controlnets`): the pose's, then each
+    PF_ControlNet entry; one at strength 0 is left out (the run is the run without it). Each file is checked
+    to be a ControlNet PoseForge runs and its union mode resolved before anything loads."""
+    from ..local import controlnets, families
+
+    entries = []
+    if is_pose(request) and request["controlnet_scale"] != 0:
+        families.check_controlnet(paths["controlnet"], pose=True)
+        entries.append(dict(path=paths["controlnet"], maps=job["poses"], scale=request["controlnet_scale"],
+                            start=request["control_start"], end=request["control_end"],
+                            mode=controlnets.mode_index(paths["controlnet"], "openpose", "the pose")))
+    for index, spec in enumerate(request.get("control") or []):
+        path, what = paths[f"control{index}"], f"PF_ControlNet ({spec['name']})"
+        families.check_controlnet(path, pose=False)
+        mode = controlnets.mode_index(path, spec["mode"], f"{what}'s mode")
+        maps = control_maps(spec["image"], job, f"{what} image")
+        if len(maps) not in (1, job["frames"]):
+            raise SDXLRequestError(f"{what} has {len(maps)} control images for {job['frames']} pose(s): give 1 (for "
+                                   "every pose) or one per pose.")
+        if spec["strength"] != 0:
+            entries.append(dict(path=path, maps=maps, scale=spec["strength"], start=spec["start"], end=spec["end"],
+                                mode=mode))
+    return entries
+
+
+def inpainting(request, job):
+    """{noise_mask, keep} of a local job (local/sdxl.generate): a LATENT's noise mask at the latent's size
+    and batch, or the image to inpaint with its grown and feathered mask (local/inpaint.py)."""
+    import torch
+
+    from ..local import inpaint
+
+    latent, pixels = job["latent"], job["inpaint_image"]
+    if latent is not None and isinstance(request["latent"].get("noise_mask"), torch.Tensor):
+        mask = inpaint.noise_mask(request["latent"]["noise_mask"], latent.shape[-2], latent.shape[-1])
+        return {"noise_mask": _repeated(mask, latent.shape[0]), "keep": None}
+    if pixels is None:
+        return {"noise_mask": None, "keep": None}
+    mask = inpaint.pixel_mask(request["mask"], pixels.shape[1], pixels.shape[2], request.get("mask_grow", 0),
+                              request.get("mask_feather", 0))
+    return {"noise_mask": None, "keep": (pixels, _repeated(mask, pixels.shape[0]))}
+
+
+def _repeated(batch, count):
+    """`batch` repeated to `count` rows and cut (core's repeat_to_batch_size)."""
+    return batch.repeat(-(-count // batch.shape[0]), *[1] * (batch.dim() - 1))[:count]
 
 
 def pose_photos(pose):
@@ -187,24 +309,27 @@ def local(request, paths):
         cross = sdxl.component_config(paths["ckpt"], "unet")["cross_attention_dim"]
         lora.check(paths[f"lora{index}"], cross)  # from its tensor names and shapes: before anything loads
         loras.append((paths[f"lora{index}"], spec["strength_model"], spec["strength_clip"]))
-    latent, width, height = sized(request)
-    job = dict(request, ckpt=paths.get("ckpt"), core=sdxl_handle.get("core"), controlnet=paths.get("controlnet"),
-               dtype=sdxl_handle["dtype"], loras=loras, width=width, height=height, latent=latent,
-               denoise=request.get("denoise", 1.0))
+    latent, pixels, width, height = sized(request)
+    job = dict(request, ckpt=paths.get("ckpt"), core=sdxl_handle.get("core"), dtype=sdxl_handle["dtype"],
+               prediction=sdxl_handle.get("prediction", "auto"), loras=loras, width=width, height=height,
+               latent=latent, inpaint_image=pixels, denoise=request.get("denoise", 1.0), frames=pose_count(request))
+    job["prediction"] = sdxl.prediction(job)  # the checkpoint's own, unless the loader says
     sdxl.check_prompts(job)
     if is_pose(request):
         job["poses"] = pose_maps(job)
+    job["controlnets"] = controlnet_entries(request, paths, job)
+    job.update(inpainting(request, job))
     if request.get("ip_adapter") is not None:
         from ..local import ipadapter as local_ip
 
         encoder = request["ip_adapter"].get("loaded_clip_vision") or paths["clip_vision"]
         info, _ = local_ip.check_pair(paths["ipadapter"], encoder)  # they fit: before any load
         job["ip_adapter"] = dict(request["ip_adapter"], adapter=paths["ipadapter"], encoder=encoder, info=info)
-    count = len(job.get("poses") or [None])
-    with Progress(sdxl.evaluations(job) * count, "SDXL") as bar:  # what is computed: Heun, DPM2 evaluate twice a step
+    with Progress(sdxl.evaluations(job) * job["frames"], "SDXL") as bar:  # what is computed: Heun, DPM2 twice a step
         out, latents = sdxl.generate(job, bar.step)
     result = torch.from_numpy(np.stack(out).astype(np.float32))
-    return (result, {"samples": latents}), {"image_count": len(out), "seed": request["seed"]}
+    return (result, {"samples": latents}), {"image_count": len(out), "seed": request["seed"],
+                                            "prediction": job["prediction"]}
 
 
 def segmind_jobs(request):
@@ -221,6 +346,13 @@ def segmind_jobs(request):
     if request.get("latent_out"):
         raise SDXLRequestError("Segmind returns images, not latents: the LATENT output is local only (connect the "
                                "IMAGE output, or use backend 'local').")
+    if request.get("inpaint_image") is not None or request.get("mask") is not None:
+        raise SDXLRequestError("Segmind's endpoints do not inpaint: an inpaint_image and mask run locally only "
+                               "(backend 'local').")
+    if request.get("control"):
+        names = ", ".join(c["name"] for c in request["control"])
+        raise SDXLRequestError(f"Segmind runs one pose ControlNet of its own: the PF_ControlNet entries ({names}) "
+                               "run locally only (backend 'local'), or disconnect `control`.")
     problem = schedulers.segmind_problem(request["scheduler"])
     if problem:
         raise SDXLRequestError(f"Segmind cannot run this: {problem}.")

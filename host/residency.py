@@ -236,8 +236,9 @@ def _streaming_asked(mm):
 def phase(residents, streamable=(), reserve=0, what="networks"):
     """`use(residents)` for one phase of work, yielding their modules in order; when they do
     not fit (see the module's docstring) the `streamable` ones are streamed from RAM instead.
-    `reserve`: bytes the phase needs beside the weights (activations)."""
-    residents = [r for r in residents if r is not None]
+    `reserve`: bytes the phase needs beside the weights (activations). A network named twice (one
+    ControlNet file in two entries of a run) is one network: loaded and counted once."""
+    residents = list({id(r): r for r in residents if r is not None}.values())
     mm = comfy.module("comfy.model_management")
     dev = device.torch_device()
     big = [r for r in residents if any(r is s for s in streamable) and not r.external]

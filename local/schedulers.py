@@ -56,11 +56,32 @@ def segmind_problem(name):
     return f"the scheduler {name!r} is local only; Segmind takes {', '.join(SEGMIND)}"
 
 
+def predicting(config, prediction):
+    """A checkpoint's scheduler config dict set to sample as `prediction` says (local/families.PREDICTIONS
+    but auto): eps, v_prediction, or v_prediction_zsnr (zero terminal SNR: the betas rescaled so the last
+    timestep is pure noise, timesteps from the trailing end, as ComfyUI samples a zsnr model)."""
+    config = dict(config, prediction_type="epsilon" if prediction == "eps" else "v_prediction",
+                  rescale_betas_zero_snr=prediction == "v_prediction_zsnr")
+    if prediction == "v_prediction_zsnr":
+        config["timestep_spacing"] = "trailing"
+    return config
+
+
+def _takes_zsnr(cls_name):
+    import inspect
+
+    return "rescale_betas_zero_snr" in inspect.signature(getattr(libs.diffusers(), cls_name).__init__).parameters
+
+
 def build(name, config):
     """(the diffusers scheduler for `name` built from a checkpoint's scheduler config dict, the
     extra pipeline-call arguments it needs)."""
     check(name)
     _, _, cls_name, options, call = TABLE[name]
+    if config.get("rescale_betas_zero_snr") and not _takes_zsnr(cls_name):
+        usable = [n for n, row in TABLE.items() if _takes_zsnr(row[2])]
+        raise SchedulerError(f"This checkpoint is sampled with zero terminal SNR (zsnr), which diffusers' {name!r} "
+                             f"scheduler cannot do: choose one of {', '.join(usable)}.")
     return getattr(libs.diffusers(), cls_name).from_config(config, **options), dict(call)
 
 

@@ -21,12 +21,11 @@ import logging
 import os
 
 from ..host import comfy, device, residency, weights
-from . import families, ipadapter, libs, lora, prompt, schedulers, sdxl_file
+from . import controlnets, families, inpaint, ipadapter, libs, lora, prompt, schedulers, sdxl_file, vae
 
 log = logging.getLogger("PoseForge")
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIG_DIR = os.path.join(HERE, "sdxl_config")
-CONTROLNET_CONFIG_DIR = os.path.join(CONFIG_DIR, "controlnet")
 VOCAB_DIR = os.path.join(HERE, "clip_vocab")
 def resolved(name):
     """The dtype name `auto` means here: fp16 on CUDA, fp32 elsewhere (others are themselves), so
@@ -105,20 +104,8 @@ def checkpoint(path, dtype_name="auto"):
 
 
 def controlnet(path, dtype_name="auto"):
-    """The ControlNet Resident of `path` (a diffusers-key file or a diffusers folder)."""
-    def load():
-        families.check_controlnet(path)
-        weights_file = families.controlnet_weights(path)
-        folder = os.path.dirname(weights_file)
-        config = folder if os.path.exists(os.path.join(folder, "config.json")) else CONTROLNET_CONFIG_DIR
-        if weights_file.lower().endswith(weights.SAFETENSORS):
-            return sdxl_file.controlnet(weights_file, families.read_json(os.path.join(config, "config.json")),
-                                        torch_dtype(dtype_name))
-        return libs.diffusers().ControlNetModel.from_single_file(weights_file, config=config, local_files_only=True,
-                                                                 torch_dtype=torch_dtype(dtype_name),
-                                                                 low_cpu_mem_usage=True)
-
-    return residency.get(("controlnet", weights.identity(path), resolved(dtype_name)), load)
+    """The ControlNet Resident of `path` in the run's dtype (local/controlnets.py)."""
+    return controlnets.load(path, torch_dtype(dtype_name))
 
 
 def config_dir(ckpt_path):
@@ -171,26 +158,55 @@ def check_prompts(request):
         prompt.chunks(tok, text, tok.eos_token_id)
 
 
+def prediction(request):
+    """How the run samples (families.PREDICTIONS but auto): the loader's choice, else what the checkpoint says
+    (a single file's v_pred / ztsnr keys, core's model sampling, a diffusers folder's scheduler config)."""
+    chosen = request.get("prediction") or "auto"
+    if chosen != "auto":
+        return chosen
+    if request.get("core") is not None:
+        from . import sdxl_core
+
+        return sdxl_core.prediction(request["core"])
+    path = request["ckpt"]
+    said = None if os.path.isdir(path) else families.prediction(weights.keys(path))
+    if said:
+        return said
+    config = component_config(path, "scheduler", "scheduler_config.json")
+    if config.get("prediction_type") != "v_prediction":
+        return "eps"
+    return "v_prediction_zsnr" if config.get("rescale_betas_zero_snr") else "v_prediction"
+
+
+def scheduler_config(request):
+    """The checkpoint's scheduler config, set to sample as the run's `prediction` says."""
+    config = component_config(request["ckpt"], "scheduler", "scheduler_config.json")
+    return schedulers.predicting(config, request["prediction"]) if request.get("prediction") else config
+
+
 def evaluations(request):
     """How many times `generate` calls `step` per pose: the UNet evaluations of its scheduler."""
-    config = component_config(request["ckpt"], "scheduler", "scheduler_config.json")
-    return schedulers.evaluations(request["scheduler"], config, request["num_inference_steps"],
+    return schedulers.evaluations(request["scheduler"], scheduler_config(request), request["num_inference_steps"],
                                   request.get("denoise", 1.0))
 
 
 def generate(request, step):
     """Run one SDXL job. request: the sampler's inputs (prompt, negative_prompt, width, height,
-    num_inference_steps, guidance_scale, scheduler, seed, samples; for ControlNet runs
-    controlnet_scale, control_start, control_end) and ckpt, controlnet (paths; controlnet None
-    without poses), dtype, `poses` (HxWx3 uint8 maps at the output size, or absent), `loras`
-    [(path, strength_model, strength_clip)] and `ip_adapter` (the engines/ipadapter handle plus
-    the `adapter` path, the `encoder` (a path, or a CLIP_VISION ComfyUI loaded) and the adapter's
-    `info` from local/ipadapter.check_pair, or None), `latent` (unscaled SDXL latents to start from, as a
-    ComfyUI LATENT holds them, batch 1, `samples` or one per image; None: from an empty latent) and
-    `denoise` (1: from noise; below 1: that much of the schedule, from the latent, as core's KSampler).
-    `step(preview=None)` is called after every UNet evaluation (`evaluations(request)` times per pose).
-    Returns (a list of HxWx3 float32 arrays in 0..1: per pose (or once without poses), `samples` images
-    with seeds seed, seed+1, ...; their unscaled latents, (n, 4, h/8, w/8) float32 on the CPU)."""
+    num_inference_steps, guidance_scale, scheduler, seed, samples) and ckpt (a path, or `core`: core's
+    loaded networks), dtype, `prediction` (see `prediction`; None: the config's), `frames` (poses to sample
+    for, 1 without), `controlnets` [{path, mode (a union's control type or None), maps (HxWx3 uint8 at the
+    output size: one per frame, or one for all), scale, start, end}] in the order they are stacked (none at
+    scale 0), `loras` [(path, strength_model, strength_clip)] and `ip_adapter` (the engines/ipadapter handle
+    plus the `adapter` path, the `encoder` (a path, or a CLIP_VISION ComfyUI loaded) and the adapter's `info`
+    from local/ipadapter.check_pair, or None), `latent` (unscaled SDXL latents to start from, as a ComfyUI
+    LATENT holds them, batch 1, `samples` or one per image; None: from an empty latent), `denoise` (1: from
+    noise; below 1: that much of the schedule, from the latent, as core's KSampler), `noise_mask` (a LATENT's
+    mask at the latent size, as `latent`'s batch: only where it is 1 is generated) and `keep` ((pixels
+    [n, H, W, 3], their feathered mask [n, H, W]) to inpaint: encoded as the latent, the mask's region
+    generated and pasted back into them; local/inpaint.py).
+    `step(preview=None)` is called after every UNet evaluation (`evaluations(request)` times per frame).
+    Returns (a list of HxWx3 float32 arrays in 0..1: per frame, `samples` images with seeds seed, seed+1,
+    ...; their unscaled latents, (n, 4, h/8, w/8) float32 on the CPU)."""
     if request.get("core") is not None:
         from . import sdxl_core
 
@@ -198,26 +214,33 @@ def generate(request, step):
     else:
         parts = checkpoint(request["ckpt"], request["dtype"])
     dtype_name = request["dtype"] if request.get("core") is None else _name_of(parts["unet"].net.dtype)
-    cn = controlnet(request["controlnet"], dtype_name) if request.get("controlnet") else None
-    with residency.holding(*parts.values(), cn):  # an IP-Adapter or LoRA run changes them: one run at a time
-        return _generate(request, step, parts, cn)
+    entries = [dict(spec, resident=controlnet(spec["path"], dtype_name)) for spec in request.get("controlnets", [])]
+    with residency.holding(*parts.values(), *(e["resident"] for e in entries)):  # an IP-Adapter or LoRA run
+        return _generate(request, step, parts, entries)  # changes them: one run at a time
 
 
-def _generate(request, step, parts, cn):
+def _generate(request, step, parts, entries):
     import torch
 
     dev = device.torch_device()
-    sched, call = schedulers.build(request["scheduler"], component_config(request["ckpt"], "scheduler",
-                                                                          "scheduler_config.json"))
+    sched, call = schedulers.build(request["scheduler"], scheduler_config(request))
     nets = {name: r.net for name, r in parts.items()}
-    pipe = _pipeline(nets, sched, cn.net if cn else None, dev)  # the LoRAs go in through it
+    cn = controlnets.stack([(e["resident"].net, e["mode"]) for e in entries]) if entries else None
+    pipe = _pipeline(nets, sched, cn, dev)  # the LoRAs go in through it
     # it samples without the text encoders: it would cast our embeddings to their dtype, which on
     # the CPU (stored in 16 bits, see sdxl_file) is not the UNet's
-    sampler = _pipeline(dict(nets, text_encoder=None, text_encoder_2=None), sched, cn.net if cn else None, dev,
+    sampler = _pipeline(dict(nets, text_encoder=None, text_encoder_2=None), sched, cn, dev,
                         img2img=request.get("denoise", 1.0) < 1.0)
     samples, guided = request["samples"], request["guidance_scale"] > 1.0
     ip = request.get("ip_adapter")
     adapter = ipadapter.adapter(ip["adapter"], parts["unet"]) if ip else None
+    keep = request.get("keep")
+    given, mask = request.get("latent"), request.get("noise_mask")
+    if keep is not None:  # the image to keep, as latents: phase 0
+        given = vae.encode(residency.use(parts["vae"])[0], keep[0])
+        mask = inpaint.latent_mask(keep[1])
+    elif given is None and request.get("denoise", 1.0) < 1.0:
+        given = torch.zeros(1, 4, request["height"] // 8, request["width"] // 8)  # core's Empty Latent Image
 
     with lora.applied(pipe, request.get("loras") or []):
         encoders = (parts["text_encoder"], parts["text_encoder_2"])
@@ -234,22 +257,26 @@ def _generate(request, step, parts, cn):
         embeds = {k: v.to(dev, dtype) if torch.is_tensor(v) else v for k, v in embeds.items()}
 
         preview = _previewer()
-        poses = request.get("poses") or [None]
-        latents = []
+        frames = request.get("frames", 1)
+        latents, kept = [], {}
 
         def on_step(pipe_, i, t, kwargs):
+            if kept:
+                kwargs["latents"] = inpaint.blend(pipe_, i, kwargs["latents"], **kept)
             step(preview=preview(kwargs["latents"]) if preview else None)
             return kwargs
 
-        reserve = activations(request, dtype, with_controlnet=cn is not None)
-        with residency.phase([parts["unet"], cn, adapter], streamable=(parts["unet"], cn), reserve=reserve,
-                             what="SDXL UNet" + (" + ControlNet" if cn else "")), \
+        resident_cns = [e["resident"] for e in entries]
+        reserve = activations(request, dtype, controlnets=len(entries))
+        with residency.phase([parts["unet"], *resident_cns, adapter], streamable=(parts["unet"], *resident_cns),
+                             reserve=reserve, what="SDXL UNet" + (" + ControlNet" * bool(entries))), \
                 (ipadapter.installed(pipe, adapter.net, ipadapter.block_scales(pipe.unet, ip["mode"], ip["scale"]))
                  if ip else contextlib.nullcontext()), \
-                text_masked((pipe.unet, cn.net if cn else None), text_mask):  # phase 2: UNet (+ ControlNet, IP-Adapter)
-            for index, pose in enumerate(poses):
+                text_masked((pipe.unet, *(r.net for r in resident_cns)), text_mask):  # phase 2: UNet, ControlNets
+            for index in range(frames):
                 first = request["seed"] + index * samples
-                start = _start(request, parts["vae"].net.config, index, len(poses))
+                start = _for_frame(given, samples, index, frames)
+                start = None if start is None else vae.scaled(parts["vae"].net.config, start.float())
                 if request.get("denoise", 1.0) <= 0.0:
                     latents.append(start)  # nothing to sample: the latent as it came
                     continue
@@ -259,74 +286,50 @@ def _generate(request, step, parts, cn):
                             guidance_scale=request["guidance_scale"], generator=generators,
                             num_images_per_prompt=samples, output_type="latent", callback_on_step_end=on_step)
                 control = "image"
-                if start is not None:  # img2img: the schedule KSampler would run at this denoise
+                if request.get("denoise", 1.0) < 1.0:  # img2img: the schedule KSampler would run at this denoise
                     length, strength = schedulers.partial(request["num_inference_steps"], request["denoise"])
                     args.update(image=start.to(dev, dtype), strength=strength, num_inference_steps=length)
                     control = "control_image"
                     if cn is None:
                         del args["width"], args["height"]  # the latent sets the size
-                if cn is not None:
-                    args.update({control: _pil(pose)}, controlnet_conditioning_scale=request["controlnet_scale"],
-                                control_guidance_start=request["control_start"],
-                                control_guidance_end=request["control_end"])
+                if mask is not None:
+                    shape = (samples, 4, request["height"] // 8, request["width"] // 8)
+                    kept.update(known=start.to(dev, dtype), mask=_for_frame(mask, samples, index, frames).to(dev, dtype),
+                                noise=inpaint.initial_noise(range(first, first + samples), shape, dev, dtype))
+                if entries:
+                    args.update({control: [_pil(e["maps"][index if len(e["maps"]) > 1 else 0]) for e in entries]},
+                                controlnet_conditioning_scale=[e["scale"] for e in entries],
+                                control_guidance_start=[e["start"] for e in entries],
+                                control_guidance_end=[e["end"] for e in entries])
                 latents.append(sampler(**args).images)
 
-    vae, = residency.use(parts["vae"])  # phase 3: VAE, in fp32
-    images = [img for batch in latents for img in decode(vae, batch)]
-    return images, torch.cat([unscaled(vae.config, batch.float().cpu()) for batch in latents])
+    decoder, = residency.use(parts["vae"])  # phase 3: VAE, in fp32
+    images = [img for batch in latents for img in vae.decode(decoder, batch)]
+    if keep is not None:
+        images = inpaint.composite(images, *(torch.cat([_for_frame(t, samples, f, frames) for f in range(frames)])
+                                             for t in keep))
+    return images, torch.cat([vae.unscaled(decoder.config, batch.float().cpu()) for batch in latents])
 
 
-def _start(request, vae_config, index, poses):
-    """The model-space latents pose `index` starts from (`samples` of them), or None from noise
-    (denoise 1): the LATENT input's (1 for all, one per sample, or one per image) or an empty one."""
-    import torch
-
-    if request.get("denoise", 1.0) >= 1.0:
+def _for_frame(batch, samples, index, frames):
+    """The `samples` rows of `batch` (1 for every image, `samples`: one per sample, or one per output image)
+    that frame `index` uses; None for None."""
+    if batch is None:
         return None
-    samples, given = request["samples"], request.get("latent")
-    if given is None:
-        given = torch.zeros(1, 4, request["height"] // 8, request["width"] // 8)  # core's Empty Latent Image
-    if given.shape[0] == samples * poses and poses > 1:
-        given = given[index * samples:(index + 1) * samples]
-    elif given.shape[0] == 1:
-        given = given.expand(samples, -1, -1, -1)
-    return scaled(vae_config, given.float())
+    if len(batch) == samples * frames and frames > 1:
+        return batch[index * samples:(index + 1) * samples]
+    return batch.expand(samples, *batch.shape[1:]) if len(batch) == 1 else batch
 
 
-def scaled(vae_config, latents):
-    """Unscaled VAE latents (ComfyUI's LATENT) -> the UNet's latent space, as the pipelines do."""
-    mean, std = _moments(vae_config, latents)
-    if mean is None:
-        return latents * vae_config.scaling_factor
-    return (latents - mean) * vae_config.scaling_factor / std
-
-
-def unscaled(vae_config, latents):
-    """The UNet's latent space -> unscaled VAE latents (what the VAE decodes, ComfyUI's LATENT)."""
-    mean, std = _moments(vae_config, latents)
-    if mean is None:
-        return latents / vae_config.scaling_factor
-    return latents * std / vae_config.scaling_factor + mean
-
-
-def _moments(vae_config, like):
-    import torch
-
-    mean, std = getattr(vae_config, "latents_mean", None), getattr(vae_config, "latents_std", None)
-    if mean is None or std is None:
-        return None, None
-    return torch.tensor(mean).view(1, -1, 1, 1).to(like), torch.tensor(std).view(1, -1, 1, 1).to(like)
-
-
-def activations(request, dtype, with_controlnet):
+def activations(request, dtype, controlnets=0):
     """Bytes a sampling step needs beside the weights: ComfyUI's own estimate for SDXL (latent area
-    x batch x dtype size x 0.01 x 0.8 MiB; twice the batch with guidance), a ControlNet adding as much."""
+    x batch x dtype size x 0.01 x 0.8 MiB; twice the batch with guidance), each ControlNet adding as much."""
     import torch
 
     batch = request["samples"] * (2 if request["guidance_scale"] > 1.0 else 1)
     area = batch * (request["height"] // 8) * (request["width"] // 8)
     per = int(area * dtype.itemsize * 0.01 * 0.8 * 2 ** 20)
-    return per * (2 if with_controlnet else 1)
+    return per * (1 + controlnets)
 
 
 def prompt_embeds(tokenizer, tokenizer_2, encoders, text, negative=None):
@@ -369,57 +372,6 @@ def text_masked(modules, mask):
     finally:
         for handle in handles:
             handle.remove()
-
-
-VAE_BYTES = 2178 * 64 * 4  # per latent pixel: ComfyUI's estimate of an SD VAE decode, in fp32
-TILE = 64  # latent pixels a tile (512 px), overlapping by a quarter, as ComfyUI's tiled decode
-
-
-def decode(vae, latents):
-    """SDXL latents -> list of HxWx3 float32 arrays in 0..1 (VAE in its own dtype, fp32 here). As
-    many images at once as the device's free memory holds by ComfyUI's estimate; tiled when one
-    does not fit, or when a decode runs out of memory anyway (said in the log)."""
-    dev = next(vae.parameters()).device
-    per_image = VAE_BYTES * latents.shape[-2] * latents.shape[-1]
-    free = residency.free_memory(dev)
-    tiled = free is not None and per_image > free
-    size = len(latents) if free is None else max(1, min(len(latents), free // per_image))
-    if tiled:
-        log.info("PoseForge: VAE decode tiled (%.2f GiB free on %s, %.2f GiB a whole image)", free / 2 ** 30,
-                 dev, per_image / 2 ** 30)
-    try:
-        return device.halving(lambda chunk: _decoded(vae, chunk, tiled), list(latents), size, "VAE decode batch")
-    except device.oom_errors():
-        if tiled:
-            raise
-        log.warning("PoseForge: out of memory decoding a whole image: decoding it in tiles")
-        device.empty_cache()
-        return device.halving(lambda chunk: _decoded(vae, chunk, True), list(latents), 1, "VAE decode batch")
-
-
-def _decoded(vae, chunk, tiled):
-    import torch
-
-    with torch.no_grad():
-        z = unscaled(vae.config, torch.stack(chunk).to(next(vae.parameters()).device, torch.float32))
-        if tiled:
-            images = _tiled(vae, z.to(vae.dtype))
-        else:
-            images = vae.decode(z.to(vae.dtype)).sample
-    images = ((images.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
-    return list(images)
-
-
-def _tiled(vae, z):
-    """diffusers' tiled decode with tiles of TILE latent pixels (its default is the model's whole
-    training size, 1024 px for SDXL: no saving at the sizes people use)."""
-    saved = vae.tile_latent_min_size, vae.tile_sample_min_size, vae.tile_overlap_factor
-    scale = 2 ** (len(vae.config.block_out_channels) - 1)
-    vae.tile_latent_min_size, vae.tile_sample_min_size, vae.tile_overlap_factor = TILE, TILE * scale, 0.25
-    try:
-        return vae.tiled_decode(z).sample
-    finally:
-        vae.tile_latent_min_size, vae.tile_sample_min_size, vae.tile_overlap_factor = saved
 
 
 def _pil(pose):

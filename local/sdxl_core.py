@@ -59,11 +59,26 @@ def not_carried(core):
         if names:
             found.append(f"attention {kind.replace('_', ' ')} ({', '.join(names)})")
     found += [name for name in MODEL_OPTIONS if model.model_options.get(name)]
-    if getattr(model, "object_patches", None):
-        found.append(f"object patches ({', '.join(sorted(model.object_patches))})")
+    patches = sorted(set(getattr(model, "object_patches", None) or ()) - {"model_sampling"})  # read by prediction()
+    if patches:
+        found.append(f"object patches ({', '.join(patches)})")
     if getattr(clip, "layer_idx", None) is not None:
         found.append(f"CLIP Set Last Layer ({clip.layer_idx})")
     return found
+
+
+def prediction(core):
+    """How the MODEL samples (local/families.PREDICTIONS but auto), from its model sampling as core's
+    samplers use it: the checkpoint's v_pred / ztsnr, or a ModelSamplingDiscrete node's choice."""
+    sampling = core["model"].get_model_object("model_sampling")
+    kinds = comfy.module("comfy.model_sampling")
+    discrete = isinstance(sampling, kinds.ModelSamplingDiscrete) and isinstance(sampling, kinds.EPS)
+    if not discrete or isinstance(sampling, (kinds.EDM, kinds.X0)):
+        raise CoreModelError(f"this MODEL samples as {type(sampling).__name__}: PoseForge's sampler runs "
+                             "epsilon and v-prediction SDXL models only; use core's KSampler for it.")
+    if not isinstance(sampling, kinds.V_PREDICTION):
+        return "eps"
+    return "v_prediction_zsnr" if getattr(sampling, "zsnr", False) else "v_prediction"
 
 
 def parts(core):

@@ -183,11 +183,11 @@ def unwrapped(model, converted):
     return {k.removeprefix("text_model."): v for k, v in converted.items()}
 
 
-def controlnet(path, config, dtype):
-    """A diffusers ControlNetModel from a .safetensors file in diffusers' or the original layout."""
-    diffusers = libs.diffusers()
+def controlnet(path, config, dtype, cls):
+    """A diffusers ControlNet (`cls`: ControlNetModel or ControlNetUnionModel) from a .safetensors file in
+    diffusers' or the original layout."""
     from diffusers.loaders import single_file_utils as su
 
     with Mapped(path) as mapped:
-        net = empty(lambda: diffusers.ControlNetModel.from_config(config))
+        net = empty(lambda: cls.from_config(config))
         return fill(net, su.convert_controlnet_checkpoint(mapped.tensors, net.config), dtype, mapped)

@@ -1,6 +1,8 @@
 """PF_SDXLLoader, PF_SDXLLoRA, PF_SDXLText2Image and PF_SDXLOpenPose."""
 from ..engines import backend, sdxl as engine
 from ..host import models
+from ..local.controlnets import MODES
+from ..local.inpaint import LIMIT as MASK_LIMIT
 
 PROMPT_TIP = ("ComfyUI's prompt syntax: (word:1.3) weights, (word) = x1.1, nested parentheses multiply, \\( \\) are "
               "literal; any length (77-token chunks). Segmind is sent the text as written.")
@@ -10,15 +12,28 @@ HIDDEN = {"pf_graph": "PROMPT", "pf_node": "UNIQUE_ID"}  # whether the LATENT ou
 
 
 def _second_pass_inputs():
-    """The optional inputs of a pass that starts from a LATENT (after the older ones: saved graphs keep
-    their widget order)."""
+    """The optional inputs of a pass that starts from a LATENT or an image to inpaint, and of more ControlNets
+    (after the older ones: saved graphs keep their widget order)."""
     return {
         "latent": ("LATENT", {"tooltip": (
             "Start from this latent (core's VAE Encode, Latent Upscale, a first pass's LATENT); it sets the size. "
-            "Without one the run starts from an empty latent. Local only.")}),
+            "Without one the run starts from an empty latent. A noise mask on it (core's Set Latent Noise Mask) "
+            "limits where it samples. Local only.")}),
         "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
             "As core's KSampler: 1 samples from noise (the latent gives the size only), 0.4-0.6 is a hi-res or "
             "refining pass that keeps the latent's picture, 0 returns it. Local only.")}),
+        "control": ("PF_CONTROL", {"tooltip": (
+            "More ControlNets (PF_ControlNet, chainable: depth, canny, lineart, tile... or a union file in a mode), "
+            "applied with this node's own. Local only.")}),
+        "inpaint_image": ("IMAGE", {"tooltip": (
+            "Inpainting: the picture to keep; only where `mask` is 1 is generated, and it sets the size (cropped "
+            "to multiples of 8 as core's VAE Encode). Local only.")}),
+        "mask": ("MASK", {"tooltip": "Inpainting: 1 where to generate, 0 where inpaint_image stays as it is."}),
+        "mask_grow": ("INT", {"default": 6, "min": 0, "max": MASK_LIMIT, "tooltip": (
+            "Inpainting: pixels the mask grows by before sampling (core's grow_mask_by)")}),
+        "mask_feather": ("INT", {"default": 12, "min": 0, "max": MASK_LIMIT, "tooltip": (
+            "Inpainting: the seam's width in pixels, each side of the grown mask's edge; beyond it every pixel is "
+            "inpaint_image's own")}),
     }
 
 
@@ -68,10 +83,15 @@ class PF_SDXLLoader:
             "controlnet": (["none"] + models.list_files("controlnet"), {"default": "none"}),
             "dtype": (engine.DTYPES, {
                 "default": "auto", "tooltip": "auto: fp16 on CUDA, fp32 on CPU/MPS. The VAE always decodes in fp32."}),
+        }, "optional": {
+            "prediction": (engine.PREDICTIONS, {"default": "auto", "tooltip": (
+                "auto: as the checkpoint says (its v_pred / ztsnr keys, as ComfyUI reads them; else epsilon). Set "
+                "v_prediction or v_prediction_zsnr for a v-prediction model whose file does not say (grey, "
+                "washed-out images mean it is one), as core's ModelSamplingDiscrete node would.")}),
         }}
 
-    def load(self, ckpt_name, controlnet="none", dtype="auto"):
-        return (engine.handle(ckpt_name, controlnet, dtype),)
+    def load(self, ckpt_name, controlnet="none", dtype="auto", prediction="auto"):
+        return (engine.handle(ckpt_name, controlnet, dtype, prediction),)
 
 
 class PF_SDXLFromModel:
@@ -122,6 +142,36 @@ class PF_SDXLLoRA:
         return (engine.with_lora(sdxl, lora_name, strength_model, strength_clip),)
 
 
+class PF_ControlNet:
+    NODE_ID = "PF_ControlNet"
+    DISPLAY_NAME = "ControlNet (PoseForge)"
+    CATEGORY = "PoseForge/sdxl"
+    RETURN_TYPES = ("PF_CONTROL",)
+    RETURN_NAMES = ("control",)
+    FUNCTION = "add"
+    DESCRIPTION = ("One more SDXL ControlNet for PoseForge's samplers (`control` input), chainable: a file from "
+                   "models/controlnet (any SDXL ControlNet, or xinsir's Union / ProMax in the mode its image is) and "
+                   "its control map. Stacked with the sampler's pose ControlNet, as core's chained Apply ControlNet "
+                   "nodes. Local only.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "controlnet": (models.choices("controlnet", "controlnet-union-sdxl-1.0.safetensors"),),
+            "image": ("IMAGE", {"tooltip": "the control map (a depth map, canny edges...), fitted as the pose is"}),
+            "union_mode": (["auto"] + list(MODES), {"default": "auto", "tooltip": (
+                "for a ControlNet Union file: which kind of map the image is (tile and repaint need ProMax). Other "
+                "ControlNets have one kind: auto.")}),
+            "strength": ("FLOAT", {"default": 0.6, "min": 0.0, "max": engine.STRENGTH_MAX, "step": 0.01,
+                                   "tooltip": "0: not applied at all (the run is the run without it)"}),
+            "start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+            "end": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+        }, "optional": {"control": ("PF_CONTROL", {"tooltip": "an earlier PF_ControlNet: the entries chain"})}}
+
+    def add(self, controlnet, image, union_mode="auto", strength=0.6, start=0.0, end=1.0, control=None):
+        return (engine.with_control(control, controlnet, image, union_mode, strength, start, end),)
+
+
 class PF_SDXLText2Image:
     NODE_ID = "PF_SDXLText2Image"
     DISPLAY_NAME = "SDXL Text to Image (PoseForge)"
@@ -139,8 +189,8 @@ class PF_SDXLText2Image:
         return {"required": _sampling_inputs("UniPC", 25), "optional": dict(optional, **_second_pass_inputs()),
                 "hidden": HIDDEN}
 
-    def generate(self, sdxl=None, ip_adapter=None, latent=None, pf_graph=None, pf_node=None, **inputs):
-        return _run(type(self), dict(inputs, sdxl=sdxl, ip_adapter=ip_adapter, latent=latent), pf_graph, pf_node)
+    def generate(self, sdxl=None, ip_adapter=None, pf_graph=None, pf_node=None, **inputs):
+        return _run(type(self), dict(inputs, sdxl=sdxl, ip_adapter=ip_adapter), pf_graph, pf_node)
 
 
 class PF_SDXLOpenPose:
@@ -170,9 +220,8 @@ class PF_SDXLOpenPose:
                 "and cuts the overflow, stretch resizes (distorts)")})}  # optional: older graphs still run
         return {"required": required, "optional": dict(optional, **_second_pass_inputs()), "hidden": HIDDEN}
 
-    def generate(self, pose, sdxl=None, ip_adapter=None, latent=None, pf_graph=None, pf_node=None, **inputs):
-        return _run(type(self), dict(inputs, pose=pose, sdxl=sdxl, ip_adapter=ip_adapter, latent=latent), pf_graph,
-                    pf_node)
+    def generate(self, pose, sdxl=None, ip_adapter=None, pf_graph=None, pf_node=None, **inputs):
+        return _run(type(self), dict(inputs, pose=pose, sdxl=sdxl, ip_adapter=ip_adapter), pf_graph, pf_node)
 
 
-NODES = (PF_SDXLLoader, PF_SDXLFromModel, PF_SDXLLoRA, PF_SDXLText2Image, PF_SDXLOpenPose)
+NODES = (PF_SDXLLoader, PF_SDXLFromModel, PF_SDXLLoRA, PF_ControlNet, PF_SDXLText2Image, PF_SDXLOpenPose)

@@ -243,6 +243,23 @@ def sdxl(sdxl_files, tiny_root, no_network):
 
 
 @pytest.fixture(scope="session")
+def control_files(sdxl_files, tiny_root):
+    """A second plain ControlNet and xinsir-layout union / ProMax files beside the tiny ones
+    (tests/tiny_sdxl.save_controlnets): {name: (module, path under controlnet/)}."""
+    import tiny_sdxl
+
+    return tiny_sdxl.save_controlnets(str(tiny_root), sdxl_files[0])
+
+
+@pytest.fixture(scope="session")
+def vpred_file(sdxl_files, tiny_root):
+    """The tiny SDXL with NoobAI's v_pred / ztsnr keys (tests/tiny_sdxl.save_vpred)."""
+    import tiny_sdxl
+
+    return tiny_sdxl.save_vpred(str(tiny_root), sdxl_files[0])
+
+
+@pytest.fixture(scope="session")
 def ip_files(sdxl_files, tiny_root):
     """Tiny CLIP vision encoders and IP-Adapters for the tiny SDXL (tests/tiny_ipadapter.py)."""
     import tiny_ipadapter

@@ -75,7 +75,7 @@ def test_a_pose_pass_from_a_latent_batch_one_per_image(sdxl):
     ({"samples": torch.zeros(1, 16, 8, 8)}, "SDXL LATENT"),
     ({"samples": torch.full((1, 4, 8, 8), float("nan"))}, "not finite"),
     ({"samples": torch.zeros(1, 4, 4, 4)}, "32x32 pixels"),
-    ({"samples": torch.zeros(1, 4, 8, 8), "noise_mask": torch.ones(1, 8, 8)}, "noise mask"),
+    ({"samples": torch.zeros(1, 4, 8, 8), "noise_mask": "everywhere"}, "noise_mask must be a mask"),
     ("latent", "SDXL LATENT"),
 ])
 def test_bad_latents_are_refused_before_anything_loads(sdxl, bad, match):

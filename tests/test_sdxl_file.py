@@ -68,7 +68,7 @@ def test_the_controlnet_gives_what_diffusers_gives(sdxl_files):
     weights_file = os.path.join(cn_dir, "diffusion_pytorch_model.safetensors")
     with open(os.path.join(cn_dir, "config.json")) as f:
         config = json.load(f)
-    ours = sdxl_file.controlnet(weights_file, config, torch.float16)
+    ours = sdxl_file.controlnet(weights_file, config, torch.float16, ControlNetModel)
     theirs = ControlNetModel.from_single_file(weights_file, config=cn_dir, local_files_only=True,
                                               torch_dtype=torch.float16)
     for key, value in theirs.state_dict().items():

@@ -94,11 +94,12 @@ def test_comfyuis_lowvram_flag_streams(sdxl, comfy_host, monkeypatch, caplog):
 
 def test_a_large_decode_goes_in_tiles(sdxl, monkeypatch, caplog):
     whole = t2i(sdxl)["result"][0]
-    monkeypatch.setattr(engine, "TILE", 4)  # 8x8 latents: tiles of 4 overlapping by 1
+    vae_code = pf("local.vae")
+    monkeypatch.setattr(vae_code, "TILE", 4)  # 8x8 latents: tiles of 4 overlapping by 1
     monkeypatch.setattr(residency, "free_memory", lambda dev: 2 ** 20)
     calls = []
-    real = engine._tiled
-    monkeypatch.setattr(engine, "_tiled", lambda vae, z: calls.append(z.shape) or real(vae, z))
+    real = vae_code._tiled
+    monkeypatch.setattr(vae_code, "_tiled", lambda vae, z: calls.append(z.shape) or real(vae, z))
     with caplog.at_level(logging.INFO, logger="PoseForge"):
         tiled = t2i(sdxl)["result"][0]
     assert calls == [(1, 4, 8, 8)]
@@ -136,8 +137,8 @@ def test_the_reserve_is_comfyuis_estimate(comfy_host, monkeypatch, samples, guid
     batch = samples * (2 if guidance > 1.0 else 1)
     theirs = comfy_host.modules["comfy.model_base"].BaseModel.memory_required(sdxl, (batch, 4, 128, 96))
     request = dict(FAST, width=768, height=1024, samples=samples, guidance_scale=guidance)
-    assert engine.activations(request, dtype, False) == pytest.approx(theirs, abs=1)  # bytes, whole
-    assert engine.activations(request, dtype, True) == 2 * engine.activations(request, dtype, False)
+    assert engine.activations(request, dtype, 0) == pytest.approx(theirs, abs=1)  # bytes, whole
+    assert engine.activations(request, dtype, 1) == 2 * engine.activations(request, dtype, 0)
 
 
 def test_streaming_with_an_ip_adapter_and_a_lora_gives_the_same_image(ready, lora_files, monkeypatch):

@@ -9,6 +9,7 @@ their sum, a 4-level VAE (the ControlNet hint embedder downsamples by 8), the re
 depth-aware; loading the file back through diffusers and comparing every tensor
 (tests/test_sdxl.py) proves it.
 """
+import json
 import os
 import shutil
 
@@ -227,4 +228,62 @@ def save_core_controlnet(models_root, parts, name="tiny-openpose-sdxl-ldm.safete
     cn = parts["controlnet"]
     path = os.path.join(models_root, "controlnet", name)
     save_file(controlnet_to_ldm(cn, len(cn.controlnet_cond_embedding.blocks)), path)
+    return path
+
+
+def _randomized(net, seed):
+    """`net` with every all-zero tensor (zero convs, the union's zero projections) drawn at random: a ControlNet
+    that does nothing tests nothing."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for param in net.parameters():
+            if not param.any():
+                param.normal_(0.0, 0.5)
+    return net
+
+
+def save_controlnets(models_root, parts):
+    """More ControlNets for the tiny SDXL, as users have them: a second plain one (a 'depth' ControlNet, its
+    own random weights, in a diffusers folder), and xinsir's union layout - a folder with a config.json
+    that says 6 control types, the union file, and the ProMax file of 8 types beside it (the real ProMax
+    shares the union's config). Returns {name: (module, path)} with paths relative to controlnet/."""
+    from diffusers import ControlNetModel, ControlNetUnionModel
+    from safetensors.torch import save_file
+
+    folder = os.path.join(models_root, "controlnet")
+    config = {k: v for k, v in parts["controlnet"].config.items() if not k.startswith("_")}
+    torch.manual_seed(5)
+    depth = _randomized(ControlNetModel.from_config(config), 5)
+    depth.save_pretrained(os.path.join(folder, "tiny-depth-sdxl"), safe_serialization=True)
+    out = {"depth": (depth, "tiny-depth-sdxl/diffusion_pytorch_model.safetensors")}
+    union_dir = os.path.join(folder, "tiny-union-sdxl")
+    union_config = dict(config, num_trans_channel=32, num_trans_head=4, num_trans_layer=1, num_proj_channel=32)
+    for name, types, file in (("union", 6, "diffusion_pytorch_model.safetensors"),
+                              ("promax", 8, "diffusion_pytorch_model_promax.safetensors")):
+        torch.manual_seed(types)
+        net = _randomized(ControlNetUnionModel(**{k: v for k, v in union_config.items() if k != "mid_block_type"},
+                                               num_control_type=types), types)
+        if name == "union":  # config.json: 6 control types, and no union class name (told apart by content)
+            net.save_pretrained(union_dir, safe_serialization=True)
+            with open(os.path.join(union_dir, "config.json"), encoding="utf-8") as f:
+                written = json.load(f)
+            with open(os.path.join(union_dir, "config.json"), "w", encoding="utf-8") as f:
+                json.dump(dict(written, _class_name="ControlNetModel"), f)
+        else:
+            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, os.path.join(union_dir, file))
+        out[name] = (net, f"tiny-union-sdxl/{file}")
+    return out
+
+
+def save_vpred(models_root, parts, name="tiny_vpred.safetensors"):
+    """The tiny SDXL as a v-prediction, zero-terminal-SNR single file: NoobAI-XL's marker keys `v_pred` and
+    `ztsnr` (empty tensors) beside the same weights; returns its path."""
+    from safetensors.torch import save_file
+
+    sd = {**unet_to_ldm(parts["unet"]), **vae_to_ldm(parts["vae"]), **clip_l_to_ldm(parts["text_encoder"]),
+          **open_clip_to_ldm(parts["text_encoder_2"]), "v_pred": torch.tensor([]), "ztsnr": torch.tensor([])}
+    path = os.path.join(models_root, "checkpoints", name)
+    save_file({k: v.contiguous() for k, v in sd.items()}, path)
+    shutil.copytree(os.path.join(models_root, "checkpoints", "tiny_sdxl.config"), os.path.splitext(path)[0] + ".config",
+                    dirs_exist_ok=True)
     return path
