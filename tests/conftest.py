@@ -55,7 +55,7 @@ COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 HOST_MODULES = ("comfy.cli_args", "comfy.model_management", "comfy.model_patcher", "comfy.utils",
                 "comfy.latent_formats", "folder_paths", "utils.extra_config",
                 "nodes", "comfy.sd", "comfy.sdxl_clip", "comfy.supported_models", "comfy.supported_models_base",
-                "comfy.clip_vision")
+                "comfy.clip_vision", "comfy_extras.nodes_model_advanced")
 
 
 @pytest.fixture(scope="session")
