@@ -102,12 +102,15 @@ def test_the_checks_catch_broken_graphs(example_files, break_it, expected):
 
 # -- running the API graphs --------------------------------------------------------
 class LoadImage:
-    """ComfyUI's LoadImage, reduced: RGB -> IMAGE [1,H,W,3] in 0..1 and an empty MASK."""
+    """ComfyUI's LoadImage, reduced: RGB -> IMAGE [1,H,W,3] in 0..1 and the MASK its alpha gives (1 where the
+    image is transparent; empty without alpha)."""
 
     def load(self, image):
         with Image.open(os.path.join(INPUT, image)) as img:
             pixels = np.asarray(img.convert("RGB"), np.float32) / 255.0
-        return torch.from_numpy(pixels)[None], torch.zeros(1, *pixels.shape[:2])
+            alpha = np.asarray(img.getchannel("A"), np.float32) / 255.0 if "A" in img.getbands() else None
+        mask = torch.zeros(1, *pixels.shape[:2]) if alpha is None else 1.0 - torch.from_numpy(alpha)[None]
+        return torch.from_numpy(pixels)[None], mask
 
 
 class SaveImage:
@@ -173,7 +176,8 @@ def tiny_models(sdxl_files, ip_files, lora_files, cf_root, openpose_root, tiny_r
     pf("host.models").set_models_root(None)
 
 
-@pytest.mark.parametrize("name", ["ipadapter_xl_openpose", "sdxl_openpose_codeformer", "sdxl_openpose_lora"])
+@pytest.mark.parametrize("name", ["ipadapter_xl_openpose", "sdxl_openpose_codeformer", "sdxl_openpose_lora",
+                                  "sdxl_openpose_repose"])
 def test_local_examples_run_end_to_end_on_tiny_models(tiny_models, tmp_path, name):
     history = execute(API[name], UI[name], str(tmp_path), TINY)
     pose = _ui_of(history, API[name], "PF_OpenPoseExtract")
@@ -185,6 +189,17 @@ def test_local_examples_run_end_to_end_on_tiny_models(tiny_models, tmp_path, nam
     for file in saves:
         with Image.open(tmp_path / file) as img:
             assert img.size[0] >= 64 and json.loads(img.text["prompt"]) is not None
+    if name == "sdxl_openpose_repose":  # the photo's own pixels wherever the feathered mask is 0
+        sampler_inputs = next(n["inputs"] for n in API[name].values() if n["class_type"] == "PF_SDXLOpenPose")
+        photo, mask = LoadImage().load(workflows.REPOSE_PHOTO)
+        feathered = pf("local.inpaint").pixel_mask(mask, 512, 512, sampler_inputs["mask_grow"],
+                                                    sampler_inputs["mask_feather"])[0]
+        with Image.open(tmp_path / saves[0]) as img:
+            out = np.asarray(img.convert("RGB"))
+        original = (photo[0].numpy() * 255).round().astype(np.uint8)
+        kept = (feathered == 0).numpy()
+        assert kept.mean() > 0.5 and np.array_equal(out[kept], original[kept])
+        assert np.abs(out[~kept].astype(int) - original[~kept]).mean() > 10
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ SEED_CONTROLS = ("fixed", "increment", "decrement", "randomize")
 
 # ComfyUI's own nodes the examples use, as its /object_info describes them (0.3.64).
 CORE = {
-    "LoadImage": {"display_name": "Load Image", "input": {"required": {"image": [["poseforge_astronaut.jpg", "poseforge_deep_field.jpg"],
+    "LoadImage": {"display_name": "Load Image", "input": {"required": {"image": [["poseforge_astronaut.jpg", "poseforge_deep_field.jpg",
+                                                                                 "poseforge_astronaut_repose.png"],
                                                    {"image_upload": True}]}},
                   "output": ["IMAGE", "MASK"], "output_name": ["IMAGE", "MASK"]},
     "SaveImage": {"display_name": "Save Image", "input": {"required": {"images": ["IMAGE"], "filename_prefix": ["STRING", {"default": "ComfyUI"}]}},
@@ -76,6 +77,10 @@ MODELS = {
              "url": f"{HF}/nerijs/pixel-art-xl/resolve/main/pixel-art-xl.safetensors"},
 }
 POSE_PHOTO, IMAGE_PROMPT = "poseforge_astronaut.jpg", "poseforge_deep_field.jpg"
+REPOSE_PHOTO = "poseforge_astronaut_repose.png"  # the pose photo, transparent where the arm is drawn again
+# COCO-18 body points of the pose photo (512x512), placed by hand, her right arm raised to wave: the re-pose
+ASTRONAUT_WAVING = [(222, 122), (225, 235), (110, 270), (45, 175), (75, 60), (330, 275), (355, 420), (300, 470),
+                    (0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (200, 100), (245, 100), (165, 110), (285, 110)]
 
 
 # -- node definitions ------------------------------------------------------------
@@ -451,6 +456,60 @@ def core_sdxl_openpose_hires(defs, segmind):
     return g.ui()
 
 
+def sdxl_openpose_hires(defs, segmind):
+    """Hi-res fix (local): a first pass at the model's size, its LATENT upscaled by core's Upscale Latent By, a
+    second PF_SDXLOpenPose pass at denoise 0.5 with the same pose, drawn again at the new size (pose_fit)."""
+    g = Graph(defs)
+    photo = g.add("LoadImage", (0, 0), {"image": POSE_PHOTO}, size=(300, 360), title="Pose reference photo")
+    pose = g.add("PF_OpenPoseExtract", (340, 0), {"detect_hands": True, "detect_face": True},
+                 {"image": (photo, 0)}, size=(300, 200))
+    loader = sdxl_loader(g, (0, 400))
+    prompt = "a dancer in a red dress in the same pose, studio light, detailed face"
+    common = {"prompt": prompt, "negative_prompt": NEGATIVE, "seed": 5, "controlnet_scale": 0.8,
+              "scheduler": pose_scheduler(False)}
+    first = g.add("PF_SDXLOpenPose", (720, 0), dict(common, width=1024, height=1024),
+                  {"pose": (pose, 2), "sdxl": (loader, 0)}, size=(380, 660), title="First pass")
+    upscale = g.add("LatentUpscaleBy", (1140, 0), {"upscale_method": "bislerp", "scale_by": 1.5},
+                    {"samples": (first, 1)}, size=(300, 110))
+    second = g.add("PF_SDXLOpenPose", (1480, 0), dict(common, num_inference_steps=20, denoise=0.5, pose_fit="fit"),
+                   {"pose": (pose, 2), "sdxl": (loader, 0), "latent": (upscale, 0)}, size=(380, 660),
+                   title="Hi-res pass (denoise 0.5)")
+    g.add("SaveImage", (1140, 540), {"filename_prefix": "PoseForge/sdxl_openpose_hires"}, {"images": (second, 0)},
+          size=(300, 300), title="Save Image (hi-res)")
+    g.add("SaveImage", (1140, 200), {"filename_prefix": "PoseForge/hires_first_pass"}, {"images": (first, 0)},
+          size=(300, 300), title="Save Image (first pass)")
+    return g.ui()
+
+
+def waving_pose():
+    """The re-pose example's edited pose: PF_PoseRender's `pose` widget, POSE_KEYPOINT JSON, normalized."""
+    points = [v for x, y in ASTRONAUT_WAVING for v in ((x / 512, y / 512, 1.0) if x or y else (0.0, 0.0, 0.0))]
+    return json.dumps([{"people": [{"pose_keypoints_2d": [round(v, 4) for v in points]}], "canvas_width": 512,
+                        "canvas_height": 512}])
+
+
+def sdxl_openpose_repose(defs, segmind):
+    """Re-pose (local, inpainting): the photo's pose edited on PF_PoseRender (her arm raised), and only the
+    region the photo leaves transparent (its MASK) drawn again in it; the rest stays the photo's pixels."""
+    g = Graph(defs)
+    photo = g.add("LoadImage", (0, 0), {"image": REPOSE_PHOTO}, size=(300, 360),
+                  title="Photo (transparent = draw again)")
+    pose = g.add("PF_OpenPoseExtract", (340, 0), {"detect_hands": False, "detect_face": False},
+                 {"image": (photo, 0)}, size=(300, 200))
+    edited = g.add("PF_PoseRender", (340, 290), {"pose": waving_pose()}, {"keypoints": (pose, 1)}, size=(320, 420),
+                   title="Pose, edited on the node")
+    loader = sdxl_loader(g, (0, 400))
+    sampler = g.add("PF_SDXLOpenPose", (720, 0), {
+        "prompt": "an astronaut in an orange flight suit raising her right hand to wave, studio portrait, flag "
+                  "behind her, detailed hand", "negative_prompt": NEGATIVE, "seed": 17, "controlnet_scale": 0.9,
+        "scheduler": pose_scheduler(False), "mask_grow": 8, "mask_feather": 16},
+        {"pose": (edited, 1), "sdxl": (loader, 0), "inpaint_image": (photo, 0), "mask": (photo, 1)},
+        size=(380, 700), title="SDXL OpenPose (inpainting)")
+    g.add("SaveImage", (1140, 0), {"filename_prefix": "PoseForge/sdxl_openpose_repose"}, {"images": (sampler, 0)},
+          size=(420, 460))
+    return g.ui()
+
+
 EXAMPLES = {
     "ipadapter_xl_openpose": (ipadapter_openpose, False),
     "ipadapter_xl_openpose_segmind": (ipadapter_openpose, True),
@@ -459,6 +518,8 @@ EXAMPLES = {
     "sdxl_openpose_lora": (sdxl_openpose_lora, False),
     "core_ipadapter_openpose": (core_ipadapter_openpose, False),
     "core_sdxl_openpose_hires": (core_sdxl_openpose_hires, False),
+    "sdxl_openpose_hires": (sdxl_openpose_hires, False),
+    "sdxl_openpose_repose": (sdxl_openpose_repose, False),
 }
 
 
