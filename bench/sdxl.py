@@ -13,6 +13,12 @@ each side's own), one after the other in one run: load time, peak RSS, seconds p
 
     COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/python python bench/sdxl.py real [size] [steps] [rounds]
 
+(d) Two ControlNets (the pose's own and a PF_ControlNet entry) against diffusers' multi-ControlNet
+pipeline over the same loaded modules and files: the cost per step (runs of n and 3n steps, so what a
+run pays once drops out), interleaved, medians.
+
+    python bench/sdxl.py multi [steps] [size] [repeats]
+
 (c) The same file in core's graph (Load Checkpoint, KSampler) alone, and with PF_SDXLFromModel +
 PF_SDXLText2Image added on the networks core loaded: the peak RSS it adds, as a share of the
 checkpoint's size (the issue's bound: under 5 %).
@@ -338,8 +344,68 @@ def main_real(size=512, steps=3, rounds=2):
               f"{statistics.median(p) / statistics.median(c):17.2f}")
 
 
+def main_multi(steps=4, size=256, repeats=5):
+    import tiny_sdxl
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
+    from PIL import Image
+
+    root = tempfile.mkdtemp()
+    built, ckpt, _ = tiny_sdxl.save(root)
+    tiny_sdxl.save_controlnets(root, built)
+    pack = load_pack()
+    submodule(pack, "host.models").set_models_root(root)
+    engine, models = submodule(pack, "local.sdxl"), submodule(pack, "host.models")
+    pose_cn, depth_cn = "tiny-openpose-sdxl/diffusion_pytorch_model.safetensors", "tiny-depth-sdxl"
+    handle = pack.NODE_CLASS_MAPPINGS["PF_SDXLLoader"]().load("tiny_sdxl.safetensors", pose_cn, "fp32")[0]
+    node = pack.NODE_CLASS_MAPPINGS["PF_SDXLOpenPose"]()
+    pose, args = pose_run(handle, size, steps)
+    depth = torch.rand(1, size, size, 3, generator=torch.Generator().manual_seed(1))
+    args["control"] = pack.NODE_CLASS_MAPPINGS["PF_ControlNet"]().add(depth_cn + "/diffusion_pytorch_model.safetensors",
+                                                                     depth, "auto", 0.6, 0.0, 1.0)[0]
+    node.generate(pose, **dict(args, num_inference_steps=1))  # loads and caches every network
+
+    parts = {n: r.net for n, r in engine.checkpoint(ckpt, "fp32").items()}
+    nets = [engine.controlnet(models.find("controlnet", name), "fp32").net for name in (pose_cn, depth_cn)]
+    tok, tok2 = engine.tokenizers()
+    config = engine.component_config(ckpt, "scheduler", "scheduler_config.json")
+    pipe = StableDiffusionXLControlNetPipeline(
+        vae=parts["vae"], text_encoder=parts["text_encoder"], text_encoder_2=parts["text_encoder_2"], tokenizer=tok,
+        tokenizer_2=tok2, unet=parts["unet"], controlnet=nets, scheduler=EulerDiscreteScheduler.from_config(config),
+        add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    images = [Image.fromarray((x[0].numpy() * 255).astype("uint8")) for x in (pose, depth)]
+
+    def ours(n):
+        node.generate(pose, **dict(args, num_inference_steps=n))
+
+    def theirs(n):
+        pipe(prompt="a dancer", negative_prompt="blurry", image=images, width=size, height=size,
+             num_inference_steps=n, guidance_scale=6.0, controlnet_conditioning_scale=[0.7, 0.6],
+             generator=[torch.Generator("cpu").manual_seed(3)], output_type="np")
+
+    per_step = {"ours": [], "theirs": []}
+    sides = [("ours", ours), ("theirs", theirs)]
+    for index in range(repeats):  # interleaved, first one side then the other, so both see the same machine state
+        for name, run in sides[::1 if index % 2 else -1]:
+            took = []
+            for n in (steps, 3 * steps):
+                t = time.perf_counter()
+                run(n)
+                took.append(time.perf_counter() - t)
+            per_step[name].append((took[1] - took[0]) / (2 * steps))
+    a, b = (statistics.median(per_step[k]) for k in ("ours", "theirs"))
+    print(f"two ControlNets (tiny SDXL), {size}x{size}, Euler, CFG 6, CPU threads {torch.get_num_threads()}, "
+          f"median of {repeats} (runs of {steps} and {3 * steps} steps)")
+    print(f"PoseForge (pose + PF_ControlNet)        {a * 1000:.1f} ms/step")
+    print(f"diffusers' multi-ControlNet pipeline   {b * 1000:.1f} ms/step")
+    print(f"ours/diffusers per step                {a / b:.3f} (per round "
+          f"{' / '.join(f'{x / y:.2f}' for x, y in zip(per_step['ours'], per_step['theirs']))})")
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["real"]:
+    if sys.argv[1:2] == ["multi"]:
+        main_multi(*(int(a) for a in sys.argv[2:5]))
+    elif sys.argv[1:2] == ["real"]:
         main_real(*(int(a) for a in sys.argv[2:5]))
     elif sys.argv[1:2] == ["bridge"]:
         main_bridge(*(int(a) for a in sys.argv[2:4]))
