@@ -18,10 +18,6 @@ so ControlNets, an IP-Adapter, LoRAs and every scheduler work as they do without
 LIMIT = 256  # pixels a mask may grow or feather by
 
 
-class InpaintError(ValueError):
-    pass
-
-
 def pixel_mask(mask, height, width, grow=0, feather=0):
     """MASK [b, h, w] -> [b, height, width] float in 0..1, grown and feathered (see the module)."""
     import torch

@@ -21,6 +21,7 @@
 Textual inversions (`embedding:name`) are not loaded: the name is left out, with a warning, as
 ComfyUI does for an embedding it cannot find.
 """
+import contextlib
 import logging
 import math
 import re
@@ -187,3 +188,45 @@ def same_length(positive, negative):
         mask[row, :embeds.shape[1]] = 1
         padded.append(torch.nn.functional.pad(embeds, (0, 0, 0, long_ - embeds.shape[1])))
     return padded[0], padded[1], mask
+
+
+def pipeline_embeds(tokenizer, tokenizer_2, encoders, text, negative=None):
+    """The pipeline's embedding arguments for `text` (and `negative`, None: no guidance), encoded as
+    ComfyUI encodes a prompt."""
+    positive, pooled = encode((tokenizer, tokenizer_2), encoders, text)
+    if negative is None:
+        return {"prompt_embeds": positive, "pooled_prompt_embeds": pooled}
+    against, against_pooled = encode((tokenizer, tokenizer_2), encoders, negative)
+    positive, against, mask = same_length(positive, against)
+    embeds = {"prompt_embeds": positive, "pooled_prompt_embeds": pooled, "negative_prompt_embeds": against,
+              "negative_pooled_prompt_embeds": against_pooled}
+    return dict(embeds, text_mask=mask) if mask is not None else embeds
+
+
+@contextlib.contextmanager
+def masked(modules, mask):
+    """`mask` ([negative row, positive row], 1 keep / 0 padding, from same_length) given to every
+    cross-attention layer of `modules` (the UNet, the ControlNet) while the block runs, as the additive
+    attention mask diffusers' processors take; None: nothing."""
+    if mask is None:
+        yield
+        return
+
+    biases = {}  # (device, dtype, batch) -> the additive mask: made once, not in every layer at every step
+
+    def hook(layer, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]  # [negatives..., positives...]
+        key = (hidden.device, hidden.dtype, hidden.shape[0])
+        if key not in biases:
+            rows = mask.to(hidden.device, hidden.dtype).repeat_interleave(hidden.shape[0] // 2, 0)
+            biases[key] = ((1 - rows) * -10000.0)[:, None, :]  # as the UNet turns its own mask into
+        kwargs["attention_mask"] = biases[key]
+        return args, kwargs
+
+    layers = [m for net in modules if net is not None for m in net.modules() if getattr(m, "is_cross_attention", False)]
+    handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -60,10 +60,10 @@ def predicting(config, prediction):
     """A checkpoint's scheduler config dict set to sample as `prediction` says (local/families.PREDICTIONS
     but auto): eps, v_prediction, or v_prediction_zsnr (zero terminal SNR: the betas rescaled so the last
     timestep is pure noise, timesteps from the trailing end, as ComfyUI samples a zsnr model)."""
-    config = dict(config, prediction_type="epsilon" if prediction == "eps" else "v_prediction",
-                  rescale_betas_zero_snr=prediction == "v_prediction_zsnr")
+    config = dict(config, prediction_type="epsilon" if prediction == "eps" else "v_prediction")
+    config.pop("rescale_betas_zero_snr", None)  # off unless zsnr (and unknown to the schedulers that cannot)
     if prediction == "v_prediction_zsnr":
-        config["timestep_spacing"] = "trailing"
+        config.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
     return config
 
 

@@ -245,8 +245,8 @@ def _generate(request, step, parts, entries):
     with lora.applied(pipe, request.get("loras") or []):
         encoders = (parts["text_encoder"], parts["text_encoder_2"])
         with torch.no_grad(), residency.phase(encoders, streamable=encoders, what="SDXL text encoders") as nets:
-            embeds = prompt_embeds(pipe.tokenizer, pipe.tokenizer_2, nets, request["prompt"],
-                                   request["negative_prompt"] if guided else None)  # phase 1
+            embeds = prompt.pipeline_embeds(pipe.tokenizer, pipe.tokenizer_2, nets, request["prompt"],
+                                            request["negative_prompt"] if guided else None)  # phase 1
         dtype = parts["unet"].net.dtype  # the embeddings (and the image encoder) in the UNet's dtype
         if ip:
             encoder = ipadapter.encoder(ip["encoder"], dtype) if isinstance(ip["encoder"], str) else ip["encoder"]
@@ -272,7 +272,7 @@ def _generate(request, step, parts, entries):
                              reserve=reserve, what="SDXL UNet" + (" + ControlNet" * bool(entries))), \
                 (ipadapter.installed(pipe, adapter.net, ipadapter.block_scales(pipe.unet, ip["mode"], ip["scale"]))
                  if ip else contextlib.nullcontext()), \
-                text_masked((pipe.unet, *(r.net for r in resident_cns)), text_mask):  # phase 2: UNet, ControlNets
+                prompt.masked((pipe.unet, *(r.net for r in resident_cns)), text_mask):  # phase 2: UNet, ControlNets
             for index in range(frames):
                 first = request["seed"] + index * samples
                 start = _for_frame(given, samples, index, frames)
@@ -330,48 +330,6 @@ def activations(request, dtype, controlnets=0):
     area = batch * (request["height"] // 8) * (request["width"] // 8)
     per = int(area * dtype.itemsize * 0.01 * 0.8 * 2 ** 20)
     return per * (1 + controlnets)
-
-
-def prompt_embeds(tokenizer, tokenizer_2, encoders, text, negative=None):
-    """The pipeline's embedding arguments for `text` (and `negative`, None: no guidance), encoded as
-    ComfyUI encodes a prompt (local/prompt.py)."""
-    positive, pooled = prompt.encode((tokenizer, tokenizer_2), encoders, text)
-    if negative is None:
-        return {"prompt_embeds": positive, "pooled_prompt_embeds": pooled}
-    against, against_pooled = prompt.encode((tokenizer, tokenizer_2), encoders, negative)
-    positive, against, mask = prompt.same_length(positive, against)
-    embeds = {"prompt_embeds": positive, "pooled_prompt_embeds": pooled, "negative_prompt_embeds": against,
-              "negative_pooled_prompt_embeds": against_pooled}
-    return dict(embeds, text_mask=mask) if mask is not None else embeds
-
-
-@contextlib.contextmanager
-def text_masked(modules, mask):
-    """`mask` ([negative row, positive row], 1 keep / 0 padding, from prompt.same_length) given to every
-    cross-attention layer of `modules` (the UNet, the ControlNet) while the block runs, as the additive
-    attention mask diffusers' processors take; None: nothing."""
-    if mask is None:
-        yield
-        return
-
-    biases = {}  # (device, dtype, batch) -> the additive mask: made once, not in every layer at every step
-
-    def hook(layer, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]  # [negatives..., positives...]
-        key = (hidden.device, hidden.dtype, hidden.shape[0])
-        if key not in biases:
-            rows = mask.to(hidden.device, hidden.dtype).repeat_interleave(hidden.shape[0] // 2, 0)
-            biases[key] = ((1 - rows) * -10000.0)[:, None, :]  # as the UNet turns its own mask into
-        kwargs["attention_mask"] = biases[key]
-        return args, kwargs
-
-    layers = [m for net in modules if net is not None for m in net.modules() if getattr(m, "is_cross_attention", False)]
-    handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in layers]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _pil(pose):

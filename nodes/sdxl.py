@@ -1,8 +1,6 @@
 """PF_SDXLLoader, PF_SDXLLoRA, PF_SDXLText2Image and PF_SDXLOpenPose."""
 from ..engines import backend, sdxl as engine
 from ..host import models
-from ..local.controlnets import MODES
-from ..local.inpaint import LIMIT as MASK_LIMIT
 
 PROMPT_TIP = ("ComfyUI's prompt syntax: (word:1.3) weights, (word) = x1.1, nested parentheses multiply, \\( \\) are "
               "literal; any length (77-token chunks). Segmind is sent the text as written.")
@@ -29,9 +27,9 @@ def _second_pass_inputs():
             "Inpainting: the picture to keep; only where `mask` is 1 is generated, and it sets the size (cropped "
             "to multiples of 8 as core's VAE Encode). Local only.")}),
         "mask": ("MASK", {"tooltip": "Inpainting: 1 where to generate, 0 where inpaint_image stays as it is."}),
-        "mask_grow": ("INT", {"default": 6, "min": 0, "max": MASK_LIMIT, "tooltip": (
+        "mask_grow": ("INT", {"default": 6, "min": 0, "max": engine.MASK_LIMIT, "tooltip": (
             "Inpainting: pixels the mask grows by before sampling (core's grow_mask_by)")}),
-        "mask_feather": ("INT", {"default": 12, "min": 0, "max": MASK_LIMIT, "tooltip": (
+        "mask_feather": ("INT", {"default": 12, "min": 0, "max": engine.MASK_LIMIT, "tooltip": (
             "Inpainting: the seam's width in pixels, each side of the grown mask's edge; beyond it every pixel is "
             "inpaint_image's own")}),
     }
@@ -159,7 +157,7 @@ class PF_ControlNet:
         return {"required": {
             "controlnet": (models.choices("controlnet", "controlnet-union-sdxl-1.0.safetensors"),),
             "image": ("IMAGE", {"tooltip": "the control map (a depth map, canny edges...), fitted as the pose is"}),
-            "union_mode": (["auto"] + list(MODES), {"default": "auto", "tooltip": (
+            "union_mode": (engine.UNION_MODES, {"default": "auto", "tooltip": (
                 "for a ControlNet Union file: which kind of map the image is (tile and repaint need ProMax). Other "
                 "ControlNets have one kind: auto.")}),
             "strength": ("FLOAT", {"default": 0.6, "min": 0.0, "max": engine.STRENGTH_MAX, "step": 0.01,

@@ -43,24 +43,28 @@ def cns(sdxl, control_files):
     return control_files
 
 
-def reference(sdxl, pipeline_cls, controlnet, **call):
-    """diffusers' own pipeline `pipeline_cls` over the loaded checkpoint's modules and `controlnet`, given the
-    prompt embeddings our run samples with (ComfyUI's prompt encoding), as our sampler calls it: its images."""
+def reference(sdxl, pipeline_cls, controlnet=None, scheduler=None, **call):
+    """diffusers' own pipeline `pipeline_cls` over the loaded checkpoint's modules (and `controlnet`), given the
+    prompt embeddings our run samples with (ComfyUI's prompt encoding), as our sampler calls it with FAST's
+    settings at 64x64: its images. `scheduler`: Euler from the checkpoint's config unless given."""
     from diffusers import EulerDiscreteScheduler
 
-    parts = {n: r.net for n, r in engine.checkpoint(models.find(*sdxl["ckpt"]), sdxl["dtype"]).items()}
+    path = models.find(*sdxl["ckpt"])
+    parts = {n: r.net for n, r in engine.checkpoint(path, sdxl["dtype"]).items()}
     tok, tok2 = engine.tokenizers()
-    config = engine.component_config(models.find(*sdxl["ckpt"]), "scheduler", "scheduler_config.json")
+    config = engine.component_config(path, "scheduler", "scheduler_config.json")
+    extra = {} if controlnet is None else {"controlnet": controlnet}
     pipe = pipeline_cls(vae=parts["vae"], text_encoder=parts["text_encoder"], text_encoder_2=parts["text_encoder_2"],
-                        tokenizer=tok, tokenizer_2=tok2, unet=parts["unet"], controlnet=controlnet,
-                        scheduler=EulerDiscreteScheduler.from_config(config), add_watermarker=False)
+                        tokenizer=tok, tokenizer_2=tok2, unet=parts["unet"], add_watermarker=False, **extra,
+                        scheduler=scheduler or EulerDiscreteScheduler.from_config(config))
     pipe.set_progress_bar_config(disable=True)
+    samples = call.pop("num_images_per_prompt", 1)
     with torch.no_grad():
-        embeds = engine.prompt_embeds(tok, tok2, (parts["text_encoder"], parts["text_encoder_2"]), FAST["prompt"],
-                                      FAST["negative_prompt"])
+        embeds = pf("local.prompt").pipeline_embeds(tok, tok2, (parts["text_encoder"], parts["text_encoder_2"]),
+                                                    FAST["prompt"], FAST["negative_prompt"])
         out = pipe(**embeds, width=64, height=64, num_inference_steps=FAST["num_inference_steps"],
-                   guidance_scale=FAST["guidance_scale"], generator=[torch.Generator().manual_seed(FAST["seed"])],
-                   output_type="np", **call)
+                   guidance_scale=FAST["guidance_scale"], num_images_per_prompt=samples, output_type="np",
+                   generator=[torch.Generator().manual_seed(FAST["seed"] + k) for k in range(samples)], **call)
     return torch.from_numpy(out.images)
 
 

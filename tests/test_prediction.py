@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import PACK, pf
-from test_sdxl import FAST, t2i
+from test_sdxl import t2i
 
 engine = pf("local.sdxl")
 schedulers = pf("local.schedulers")
@@ -42,31 +42,22 @@ def test_the_checkpoints_keys_say_v_prediction_and_zsnr(vpred, sdxl, configs):
 def test_a_v_prediction_run_is_diffusers_pipeline_configured_for_it(vpred):
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
+    from test_controlnets import reference
+
     ours = t2i(vpred, samples=2)["result"][0]
-    path = models.find(*vpred["ckpt"])
-    parts = {n: r.net for n, r in engine.checkpoint(path, "fp32").items()}
-    config = engine.component_config(path, "scheduler", "scheduler_config.json")
+    config = engine.component_config(models.find(*vpred["ckpt"]), "scheduler", "scheduler_config.json")
     scheduler = EulerDiscreteScheduler.from_config(config, prediction_type="v_prediction", rescale_betas_zero_snr=True,
                                                    timestep_spacing="trailing")
-    tok, tok2 = engine.tokenizers()
-    pipe = StableDiffusionXLPipeline(vae=parts["vae"], text_encoder=parts["text_encoder"],
-                                     text_encoder_2=parts["text_encoder_2"], tokenizer=tok, tokenizer_2=tok2,
-                                     unet=parts["unet"], scheduler=scheduler, add_watermarker=False)
-    pipe.set_progress_bar_config(disable=True)
-    with torch.no_grad():
-        embeds = engine.prompt_embeds(tok, tok2, (parts["text_encoder"], parts["text_encoder_2"]), FAST["prompt"],
-                                      FAST["negative_prompt"])
-        theirs = pipe(**embeds, width=64, height=64, num_inference_steps=FAST["num_inference_steps"],
-                      guidance_scale=FAST["guidance_scale"], num_images_per_prompt=2, output_type="np",
-                      generator=[torch.Generator().manual_seed(FAST["seed"] + k) for k in range(2)]).images
-    assert (ours - torch.from_numpy(theirs)).abs().max() <= 1 / 255
+    theirs = reference(vpred, StableDiffusionXLPipeline, scheduler=scheduler, num_images_per_prompt=2)
+    assert ours.shape == theirs.shape == (2, 64, 64, 3)
+    assert (ours - theirs).abs().max() <= 1 / 255
 
 
 def test_the_loader_overrides_what_the_file_says(sdxl, vpred, configs):
     said = Loader().load("tiny_sdxl.safetensors", "none", "fp32", "v_prediction")[0]
     out = t2i(said)
     assert out["ui"]["prediction"] == ["v_prediction"] and configs[-1]["prediction_type"] == "v_prediction"
-    assert configs[-1]["rescale_betas_zero_snr"] is False
+    assert not configs[-1].get("rescale_betas_zero_snr")
     eps = Loader().load(os.path.basename(models.find(*vpred["ckpt"])), "none", "fp32", "eps")[0]
     assert torch.equal(t2i(eps)["result"][0], t2i(sdxl)["result"][0])  # the same weights as epsilon: the plain run
     with pytest.raises(pf("engines.sdxl").SDXLRequestError, match="prediction must be one of auto, eps"):

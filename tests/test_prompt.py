@@ -30,7 +30,7 @@ def test_past_four_repeats_the_two_prompts_run_apart_by_masking(sdxl, sdxl_files
     positive, negative = details(50), details(15)
     assert [len(prompt.chunks(tok, t, tok.eos_token_id)) for t in (positive, negative)] == [5, 2]
     parts = sdxl_local.checkpoint(sdxl_files[1], "fp32")
-    embeds = sdxl_local.prompt_embeds(tok, tok2, (parts["text_encoder"].net, parts["text_encoder_2"].net),
+    embeds = pf("local.prompt").pipeline_embeds(tok, tok2, (parts["text_encoder"].net, parts["text_encoder_2"].net),
                                       positive, negative)
     assert embeds["prompt_embeds"].shape == embeds["negative_prompt_embeds"].shape == (1, 5 * 77, 80)
     assert embeds["text_mask"].tolist() == [[1.0] * 154 + [0.0] * 231, [1.0] * 385]
@@ -81,7 +81,7 @@ def test_words_after_token_77_change_the_image(sdxl):
 def test_a_long_positive_and_a_short_negative_are_repeated_to_one_length(sdxl, sdxl_files):
     parts = sdxl_local.checkpoint(sdxl_files[1], "fp32")
     tok, tok2 = sdxl_local.tokenizers()
-    embeds = sdxl_local.prompt_embeds(tok, tok2, (parts["text_encoder"].net, parts["text_encoder_2"].net),
+    embeds = pf("local.prompt").pipeline_embeds(tok, tok2, (parts["text_encoder"].net, parts["text_encoder_2"].net),
                                       PROMPTS["long"], "blurry")
     assert embeds["prompt_embeds"].shape == embeds["negative_prompt_embeds"].shape == (1, 231, 80)
     short = embeds["negative_prompt_embeds"]
