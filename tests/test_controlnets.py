@@ -229,3 +229,39 @@ def test_every_entry_is_a_file_the_local_side_needs(cns, no_key):
     with pytest.raises(models.MissingModelFiles, match="not-here.safetensors in the 'controlnet' folder"):
         pose_run(sdxl, pose_map(), control=entry("not-here.safetensors", depth_map()))
     assert os.path.exists(models.find("controlnet", DEPTH))
+
+
+def test_two_controlnets_stream_with_the_unet_when_they_do_not_fit(cns, monkeypatch, caplog):
+    """The phase plan takes every ControlNet: on a card too small for them they stream from RAM with the UNet,
+    block by block, and the image is the full-load plan's, bit for bit."""
+    import logging
+
+    from test_streaming import spy
+
+    sdxl = requests_.handle("tiny_sdxl.safetensors", UNION, "auto")
+    control = entry(DEPTH, depth_map(), strength=0.6)
+    whole = image(pose_run(sdxl, pose_map(1), control=control))
+    streamed_nets = []
+    real = pf("host.streaming").streamed
+    monkeypatch.setattr(pf("host.streaming"), "streamed",
+                        lambda nets, dev, limit, on_load=None: streamed_nets.append(list(nets)) or
+                        real(nets, dev, limit, on_load))
+    loads = spy(monkeypatch)
+    monkeypatch.setattr(residency, "free_memory", lambda dev: 2 ** 20)  # a 1 MiB card
+    with caplog.at_level(logging.INFO, logger="PoseForge"):
+        streamed = image(pose_run(sdxl, pose_map(1), control=control))
+    assert torch.equal(streamed, whole) and loads and loads[-1] > 0
+    kinds = sorted(type(n).__name__ for n in streamed_nets[-1])
+    assert kinds == ["ControlNetModel", "ControlNetUnionModel", "UNet2DConditionModel"]
+
+
+def test_the_memory_manager_holds_each_controlnet_once_in_the_unets_phase(cns, comfy_host):
+    sdxl = requests_.handle("tiny_sdxl.safetensors", UNION, "auto")
+    control = entry(UNION, depth_map(), "depth", control=entry(DEPTH, depth_map(), strength=0.6))
+    pose_run(sdxl, pose_map(1), control=control)
+    phases = [[p.model.pf_key[0] if p.model.pf_key[0] == "controlnet" else p.model.pf_key[1] for p in patchers]
+              for patchers, _ in comfy_host.loads]
+    unet_phase = next(p for p in phases if "unet" in p)
+    assert sorted(unet_phase) == ["controlnet", "controlnet", "unet"]  # the union (pose and depth) once, the depth
+    held = [m.model.model.pf_key for m in comfy_host.ours() if m.model.model.pf_key[0] == "controlnet"]
+    assert len(held) == 2 and all(m.model_memory() > 0 for m in comfy_host.ours())
