@@ -3,7 +3,8 @@
 Two ways in, both ComfyUI's meaning of a mask (1: generate, 0: keep):
 - an image to keep and a MASK on the sampler: the mask is resized to the image (bilinear, as core's
   VAE Encode for Inpainting), grown by `grow` pixels and feathered over `feather` pixels each side of its
-  edge (a box blur: exactly 0 beyond). The image is encoded (the latent's mean, as core's VAE Encode),
+  edge (a box blur: exactly 0 beyond); both take time linear in the image's size, whatever their
+  radius. The image is encoded (the latent's mean, as core's VAE Encode),
   the region sampled, and the decoded result pasted into the image through the feathered mask, so every
   pixel the mask leaves at 0 is the input's own;
 - a LATENT carrying a noise mask (core's Set Latent Noise Mask): resized to the latent as core's
@@ -27,11 +28,25 @@ def pixel_mask(mask, height, width, grow=0, feather=0):
     m = m.reshape(-1, 1, m.shape[-2], m.shape[-1])
     if tuple(m.shape[-2:]) != (height, width):
         m = F.interpolate(m, size=(height, width), mode="bilinear").clamp(0, 1)
-    if grow:
-        m = F.max_pool2d(m, 2 * grow + 1, stride=1, padding=grow)
+    if grow:  # as core's grow_mask_by: the mask rounded, then every pixel within `grow` of it
+        m = (_box(_box(m.round(), grow, 2, "constant"), grow, 3, "constant") > 0).to(m.dtype)
     if feather:
-        m = F.avg_pool2d(F.pad(m, (feather,) * 4, mode="replicate"), 2 * feather + 1, stride=1)
+        m = (_box(_box(m, feather, 2, "replicate"), feather, 3, "replicate") / (2 * feather + 1) ** 2).clamp(0, 1)
     return m[:, 0]
+
+
+def _box(m, radius, dim, padding):
+    """Sums of `m` ([b, 1, H, W]) over windows of 2 x radius + 1 along `dim`, from running sums in float64
+    (linear in the image's size whatever the radius; a window of zeros sums to exactly 0)."""
+    import torch
+    import torch.nn.functional as F
+
+    pad = (0, 0, radius, radius) if dim == 2 else (radius, radius, 0, 0)
+    padded = F.pad(m, pad, mode=padding).double()
+    running = F.pad(padded.cumsum(dim), (0, 0, 1, 0) if dim == 2 else (1, 0, 0, 0))
+    width = 2 * radius + 1
+    return (running.narrow(dim, width, running.shape[dim] - width)
+            - running.narrow(dim, 0, running.shape[dim] - width)).to(torch.float32)
 
 
 def latent_mask(mask):

@@ -47,6 +47,21 @@ def test_grow_and_feather_are_exact_and_bounded():
     assert inpaint.latent_mask(feathered)[0, 0].tolist() == rows
 
 
+def test_grow_and_feather_are_the_max_and_mean_filters_at_any_radius():
+    """Running sums, not a window per pixel: the same as the direct filters, and a 4096-pixel mask at the
+    largest radii is no more work than at the smallest."""
+    import torch.nn.functional as F
+
+    mask = (torch.rand(2, 40, 48, generator=torch.Generator().manual_seed(0)) > 0.93).float()
+    direct = F.max_pool2d(mask[:, None], 11, stride=1, padding=5)[:, 0]
+    assert torch.equal(inpaint.pixel_mask(mask, 40, 48, grow=5), direct)
+    soft = torch.rand(1, 40, 48, generator=torch.Generator().manual_seed(1))
+    mean = F.avg_pool2d(F.pad(soft[:, None], (4,) * 4, mode="replicate"), 9, stride=1)[:, 0]
+    assert torch.allclose(inpaint.pixel_mask(soft, 40, 48, feather=4), mean, atol=1e-6)
+    big = inpaint.pixel_mask(box(4096, 4096, 2000, 2000, 8), 4096, 4096, grow=inpaint.LIMIT, feather=inpaint.LIMIT)
+    assert big[0, 2004, 2004] == 1 and big[0, 0, 0] == 0 and big[0, 2004, 2004 + 8 + 2 * inpaint.LIMIT] == 0
+
+
 def test_a_mask_of_ones_is_the_plain_run_bit_for_bit(sdxl):
     """Everything generated: the inpainting step keeps nothing, the image is text-to-image's."""
     out = t2i(sdxl, inpaint_image=photo(64, 64), mask=torch.ones(1, 64, 64), mask_grow=0, mask_feather=0)
