@@ -130,18 +130,16 @@ def controlnet_entries(request, paths, job):
     """The ControlNets a local run stacks (local/sdxl.generate's `controlnets`): the pose's, then each
     PF_ControlNet entry; one at strength 0 is left out (the run is the run without it). Each file is checked
     to be a ControlNet PoseForge runs and its union mode resolved before anything loads."""
-    from ..local import controlnets, families
+    from ..local import controlnets
 
     entries = []
     if is_pose(request) and request["controlnet_scale"] != 0:
-        families.check_controlnet(paths["controlnet"], pose=True)
         entries.append(dict(path=paths["controlnet"], maps=job["poses"], scale=request["controlnet_scale"],
                             start=request["control_start"], end=request["control_end"],
-                            mode=controlnets.mode_index(paths["controlnet"], "openpose", "the pose")))
+                            mode=controlnets.checked_mode(paths["controlnet"], "openpose", "the pose", pose=True)))
     for index, spec in enumerate(request.get("control") or []):
         path, what = paths[f"control{index}"], f"PF_ControlNet ({spec['name']})"
-        families.check_controlnet(path, pose=False)
-        mode = controlnets.mode_index(path, spec["mode"], f"{what}'s mode")
+        mode = controlnets.checked_mode(path, spec["mode"], f"{what}'s mode", pose=False)
         maps = control_maps(spec["image"], job, f"{what} image")
         if len(maps) not in (1, job["frames"]):
             raise SDXLRequestError(f"{what} has {len(maps)} control images for {job['frames']} pose(s): give 1 (for "

@@ -73,11 +73,13 @@ def load(path, dtype):
     return residency.get(("controlnet", weights.identity(path), str(dtype).removeprefix("torch.")), build)
 
 
-def mode_index(path, mode, what):
-    """The union control type `mode` names for the ControlNet file `path` (None for a plain ControlNet,
-    which has one task); an error naming `what` when the file is a union that needs a mode or has too few
-    types (the union's 6 against ProMax's 8)."""
+def checked_mode(path, mode, what, pose):
+    """The ControlNet file `path` checked to be one the sampler runs (families.check_controlnet; `pose`: the
+    pose's own) from one read of its header, and the union control type `mode` names for it (None for a
+    plain ControlNet, which has one task); an error naming `what` when the file is a union that needs a mode
+    or has too few types (the union's 6 against ProMax's 8)."""
     shapes = weights.shapes(families.controlnet_weights(path))
+    families.check_controlnet(path, pose, keys=shapes)
     if "task_embedding" not in shapes:
         return None
     if mode not in MODES:

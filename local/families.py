@@ -100,17 +100,18 @@ def check_checkpoint(path):
                                "EDM v-prediction): PoseForge's sampler does not run those; core's KSampler does.")
 
 
-def check_controlnet(path, pose=True):
+def check_controlnet(path, pose=True, keys=None):
     """Refuse a file that is no SDXL ControlNet (or Union) PoseForge runs; `pose`: it is the pose's own
-    ControlNet, so one named for another control (canny, depth...) is refused too."""
-    family = controlnet_family(weights.keys(controlnet_weights(path)))
-    name = os.path.basename(path.rstrip("/\\"))
+    ControlNet, so one named for another control (canny, depth...) is refused too. `keys`: its tensor
+    names, when the caller has read them."""
+    family = controlnet_family(weights.keys(controlnet_weights(path)) if keys is None else keys)
+    file = os.path.basename(path.rstrip("/\\"))
     if family in REFUSED_CONTROLS:
-        raise ModelFamilyError(f"{name} is a {family}, which PoseForge's sampler does not run: "
+        raise ModelFamilyError(f"{file} is a {family}, which PoseForge's sampler does not run: "
                                f"{REFUSED_CONTROLS[family]}.")
     if family not in ("SDXL ControlNet", "SDXL ControlNet Union"):
         wanted = "an SDXL OpenPose ControlNet" if pose else "an SDXL ControlNet"
-        raise ModelFamilyError(f"{name} is {family}, not {wanted} ({OPENPOSE_SOURCE}).")
+        raise ModelFamilyError(f"{file} is {family}, not {wanted} ({OPENPOSE_SOURCE}).")
     if not pose or family == "SDXL ControlNet Union":  # a union runs in openpose mode for a pose
         return
     name = os.path.basename(path.rstrip("/\\")).lower() + " " + os.path.basename(os.path.dirname(path)).lower()
