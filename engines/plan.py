@@ -100,10 +100,11 @@ def _carried(classes, graph, link, kind, depth):
         widgets = inputs_of(classes, graph, source_id, depth + 1)
         return from_core(MODEL, MODEL, MODEL, widgets.get("controlnet", "none"), checked=False)
     image = torch.zeros(1, STAND_IN_SIDE, STAND_IN_SIDE, 3)
+    frames = [{"people": [], "canvas_width": STAND_IN_SIDE, "canvas_height": STAND_IN_SIDE}]
     if source == "PF_OpenPoseExtract" and slot == 2:
-        return bundle(image, [], image)
+        return bundle(image, frames, image, inputs_of(classes, graph, source_id, depth + 1).get("detector"))
     if source == "PF_PoseRender" and slot == 1:
-        return bundle(image, [], None)
+        return bundle(image, frames, None)
     if kind in ("CLIP_VISION", "UPSCALE_MODEL", "MODEL", "CLIP", "VAE"):
         return MODEL
     if kind == "MASK":

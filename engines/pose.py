@@ -12,10 +12,11 @@ class PoseRequestError(ValueError):
     pass
 
 
-def bundle(maps, keypoints, source, **draw):
-    """PF_POSE: the rendered maps (local samplers), keypoints, source photos (Segmind) and how the maps
-    were drawn (so a sampler of another output shape can draw the keypoints again alike)."""
-    return {"map": maps, "keypoints": keypoints, "source": source, "draw": draw}
+def bundle(maps, keypoints, source, detector=None, **draw):
+    """PF_POSE: the rendered maps (local samplers), keypoints, source photos (Segmind), the detector that
+    found them (None: drawn) and how the maps were drawn (so a sampler of another output shape can draw
+    the keypoints again alike)."""
+    return {"map": maps, "keypoints": keypoints, "source": source, "detector": detector, "draw": draw}
 
 
 def default_detector():
@@ -46,6 +47,62 @@ def _detector(name, hands, face):
     return detect
 
 
+def check_detector(name):
+    """Raise MissingModelFiles (naming each file and folder) when detector `name` cannot run here: before
+    a run whose images it will score is started."""
+    from ..local import dwpose, openpose, pose_files
+
+    if name not in DETECTORS:
+        raise PoseRequestError(f"detector must be one of {', '.join(DETECTORS)}, not {name!r}.")
+    if name == "openpose":
+        pose_files.locate(openpose.wanted(False, False))
+    else:
+        dwpose.files()
+
+
+def match(photos, targets, fit, detector):
+    """The pose-match report of each of `photos` (HxWx3 uint8; local/pose_score.frame, with "image" and
+    "detector"): the body joints `detector` finds in it against its target, a POSE_KEYPOINT frame (one per
+    photo) placed on it as the sampler placed it (`fit`, engines/sdxl's pose_fit)."""
+    from ..local import pose_render, pose_score
+
+    detect = _detector(detector, False, False)
+    reports = []
+    with Progress(len(photos), "pose match") as bar:
+        for index, (photo, target) in enumerate(zip(photos, targets)):
+            height, width = photo.shape[:2]
+            wanted = [p["pose_keypoints_2d"] for p in pose_render.placed(target, width, height, fit)
+                      if p["pose_keypoints_2d"]]
+            found = [p["body"] for p in detect(photo, pose_render.DRAW_SHORT_SIDE)]
+            reports.append(dict(pose_score.frame(wanted, found, width, height), image=index, detector=detector))
+            bar.step()
+    return reports
+
+
+def score(images_in, pose, detector="same", fit="fit"):
+    """(scores, JSON report, the detector) of PF_PoseScore: each image of IMAGE `images_in` against the
+    PF_POSE `pose` (one frame for every image, or one per image, or per image of each pose's samples)."""
+    frames = pose.get("keypoints") if isinstance(pose, dict) else None
+    if not frames:
+        raise PoseRequestError("the pose has no keypoints to score against: connect PF_OpenPoseExtract's or "
+                               "PF_PoseRender's pose.")
+    photos = images.to_uint8(images_in, "images")
+    if len(photos) % len(frames):
+        raise PoseRequestError(f"{len(photos)} image(s) for {len(frames)} pose(s): give one image per pose, or the "
+                               "same number for each pose.")
+    name = (pose.get("detector") or default_detector()) if detector == "same" else detector
+    check_detector(name)
+    reports = match(photos, [frames[i * len(frames) // len(photos)] for i in range(len(photos))], fit, name)
+    return [r["score"] for r in reports], report(reports), name
+
+
+def report(reports):
+    """The per-joint JSON report a node's output carries (and the editor shows)."""
+    import json
+
+    return json.dumps(list(reports), separators=(",", ":"))
+
+
 def check_resolution(resolution):
     """The short side maps are drawn at: 64..MAX_SIDE (the widget stops at 2048; scripts may ask more)."""
     if not isinstance(resolution, int) or not 64 <= resolution <= images.MAX_SIDE:
@@ -68,8 +125,8 @@ def extract(image, detector="openpose", detect_body=True, detect_hands=False, de
             maps.append(pose_render.render_frame(frames[-1], **draw))
             bar.step()
     pose_map = images.from_uint8(maps)
-    return pose_map, frames, bundle(pose_map, frames, images.from_uint8(photos), **draw), [len(f["people"])
-                                                                                          for f in frames]
+    return pose_map, frames, bundle(pose_map, frames, images.from_uint8(photos), detector, **draw), [
+        len(f["people"]) for f in frames]
 
 
 MAX_EDIT = 4 * 2 ** 20  # characters of an edited pose (a frame of 100 people is about 60 000)

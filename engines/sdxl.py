@@ -13,7 +13,7 @@ import math
 from ..host import images
 from ..host.progress import Progress
 from ..local import controlnets, families, schedulers
-from . import ipadapter
+from . import ipadapter, pose_match
 from .sdxl_inputs import (MASK_LIMIT, POSE_FITS, SIZE, SDXLRequestError, controlnet_entries, inpainting, is_pose,
                           pose_count, pose_maps, pose_photos, sized)
 
@@ -21,6 +21,7 @@ DTYPES = ["auto", "fp16", "bf16", "fp32"]
 PREDICTIONS = list(families.PREDICTIONS)
 STRENGTH_MAX = 10.0  # a PF_ControlNet's strength, as core's Apply ControlNet
 UNION_MODES = ["auto"] + list(controlnets.MODES)  # auto: a ControlNet of one kind
+POSE_MATCHES, MATCH_TRIES = pose_match.MODES, pose_match.MAX_TRIES
 SCHEDULERS = schedulers.NAMES
 NO_LOADER = ("checkpoints", "an SDXL checkpoint: connect a PF_SDXLLoader node to the `sdxl` input", None)
 NO_CONTROLNET = "an OpenPose ControlNet for PF_SDXLOpenPose: choose one in PF_SDXLLoader's `controlnet` (it is 'none')"
@@ -106,6 +107,8 @@ def files(request):
     from ..local import controlnets, lora
 
     check(request)
+    if is_pose(request):
+        pose_match.check(request, SEED_MAX)  # the detector scores on this machine, whichever backend samples
     sdxl_handle = request["sdxl"]
     if sdxl_handle is None:
         return {"ckpt": NO_LOADER}
@@ -122,6 +125,10 @@ def files(request):
 
 
 def local(request, paths):
+    return pose_match.run(request, lambda job: _sampled(job, paths))
+
+
+def _sampled(request, paths):
     import numpy as np
     import torch
 
@@ -207,6 +214,10 @@ def segmind_jobs(request):
 
 
 def segmind(request):
+    return pose_match.run(request, _sent)
+
+
+def _sent(request):
     from .backend import segmind_run
 
     endpoint, jobs, ignored = segmind_jobs(request)

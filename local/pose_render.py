@@ -267,6 +267,13 @@ def fit_frame(frame, width, height, mode, body=True, hands=True, face=True, stic
     """A POSE_KEYPOINT frame drawn at width x height, its skeleton's proportions kept: the frame's
     canvas is fitted or cropped onto the output (`placement`) and the limbs drawn at the output's
     size, so they keep their width too."""
+    return draw_people(placed(frame, width, height, mode, threshold), width, height, body, hands, face, stick_width,
+                       short_side)
+
+
+def placed(frame, width, height, mode, threshold=0.0):
+    """The people of a POSE_KEYPOINT frame ({part: [(x, y) normalized | None]}) where they land on a
+    width x height output: the frame's canvas fitted, cropped or stretched onto it (`placement`)."""
     cw, ch = canvas_side(frame, "canvas_width") or width, canvas_side(frame, "canvas_height") or height
     sx, sy, ox, oy = placement(cw, ch, width, height, "stretch" if same_shape(cw, ch, width, height) else mode)
 
@@ -274,5 +281,4 @@ def fit_frame(frame, width, height, mode, body=True, hands=True, face=True, stic
         return None if points is None else [
             None if p is None else ((ox + p[0] * cw * sx) / width, (oy + p[1] * ch * sy) / height) for p in points]
 
-    people = [{name: moved(points) for name, points in parts.items()} for parts in frame_parts(frame, threshold)]
-    return draw_people(people, width, height, body, hands, face, stick_width, short_side)
+    return [{name: moved(points) for name, points in parts.items()} for parts in frame_parts(frame, threshold)]

@@ -88,4 +88,33 @@ class PF_PoseRender:
         return {"ui": {"openpose_json": [json.dumps(frames)]}, "result": (pose_map, bundle)}
 
 
-NODES = (PF_OpenPoseExtract, PF_PoseRender)
+class PF_PoseScore:
+    NODE_ID = "PF_PoseScore"
+    DISPLAY_NAME = "Pose Match Score (PoseForge)"
+    CATEGORY = "PoseForge/pose"
+    RETURN_TYPES = ("FLOAT", "STRING")
+    RETURN_NAMES = ("scores", "report")
+    OUTPUT_IS_LIST = (True, False)
+    FUNCTION = "score"
+    DESCRIPTION = ("How well each image kept the pose: the people a detector finds in it against the pose's, joint "
+                   "by joint (COCO's keypoint similarity, OKS), matched person to person; a missing or extra person "
+                   "lowers it, no person scores 0. One score per image (a list) and a per-joint JSON report.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "images": ("IMAGE",),
+            "pose": ("PF_POSE", {"tooltip": "the pose asked for (its keypoints): one per image, or one for all"}),
+            "detector": (["same"] + engine.DETECTORS, {"default": "same", "tooltip": (
+                "same: the detector that found the pose (the default one for a pose drawn by hand)")}),
+            "pose_fit": (["fit", "crop", "stretch"], {"default": "fit", "tooltip": (
+                "how the pose was placed on images of another shape: the sampler's pose_fit")}),
+        }}
+
+    def score(self, images, pose, detector="same", pose_fit="fit"):
+        scores, report, name = engine.score(images, pose, detector, pose_fit)
+        ui = backend.report(self.NODE_ID, "local", detector=name, pose_scores=scores)
+        return {"ui": dict(ui, pose_report=[report]), "result": (scores, report)}
+
+
+NODES = (PF_OpenPoseExtract, PF_PoseRender, PF_PoseScore)

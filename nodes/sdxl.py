@@ -216,7 +216,20 @@ class PF_SDXLOpenPose:
                 "when the pose's shape differs from the output's: fit keeps the whole skeleton in proportion "
                 "(a PF_POSE is drawn again at the output size, a pose-map IMAGE letterboxed), crop fills the output "
                 "and cuts the overflow, stretch resizes (distorts)")})}  # optional: older graphs still run
-        return {"required": required, "optional": dict(optional, **_second_pass_inputs()), "hidden": HIDDEN}
+        matching = {
+            "pose_match": (engine.POSE_MATCHES, {"default": "off", "tooltip": (
+                "score each image against the pose (the pose's detector, OKS: the README explains the number) and "
+                "report it (score), return each pose's images best first (sort), only the best best_k (best), or "
+                "draw the batch again with the next seeds while an image scores below min_score, at most "
+                "max_tries times (reseed). One detector pass per image; both backends.")}),
+            "best_k": ("INT", {"default": 1, "min": 1, "max": 16, "tooltip": "best: images kept per pose"}),
+            "min_score": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+                                    "tooltip": "reseed: the score an image must reach"}),
+            "max_tries": ("INT", {"default": 2, "min": 1, "max": engine.MATCH_TRIES,
+                                  "tooltip": "reseed: batches drawn again at the most"}),
+        }
+        return {"required": required, "optional": dict(optional, **_second_pass_inputs(), **matching),
+                "hidden": HIDDEN}
 
     def generate(self, pose, sdxl=None, ip_adapter=None, pf_graph=None, pf_node=None, **inputs):
         return _run(type(self), dict(inputs, pose=pose, sdxl=sdxl, ip_adapter=ip_adapter), pf_graph, pf_node)
