@@ -103,6 +103,20 @@ def report(reports):
     return json.dumps(list(reports), separators=(",", ":"))
 
 
+def face_squares(photos, detector):
+    """For each of `photos` (HxWx3 uint8), the square (left, top, side) around the largest face `detector`
+    finds (local/pose_render.face_square), or None where it finds none."""
+    from ..local import pose_render
+
+    detect = _detector(detector, False, False)
+    found = []
+    for photo in photos:
+        height, width = photo.shape[:2]
+        squares = [pose_render.face_square(p["body"], width, height) for p in detect(photo, pose_render.DRAW_SHORT_SIDE)]
+        found.append(max((s for s in squares if s is not None), key=lambda s: s[2], default=None))
+    return found
+
+
 def check_resolution(resolution):
     """The short side maps are drawn at: 64..MAX_SIDE (the widget stops at 2048; scripts may ask more)."""
     if not isinstance(resolution, int) or not 64 <= resolution <= images.MAX_SIDE:

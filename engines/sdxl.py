@@ -150,17 +150,20 @@ def _sampled(request, paths):
         job["poses"] = pose_maps(job)
     job["controlnets"] = controlnet_entries(request, paths, job)
     job.update(inpainting(request, job))
+    notes = []
     if request.get("ip_adapter") is not None:
         from ..local import ipadapter as local_ip
 
         encoder = request["ip_adapter"].get("loaded_clip_vision") or paths["clip_vision"]
         info, _ = local_ip.check_pair(paths["ipadapter"], encoder)  # they fit: before any load
-        job["ip_adapter"] = dict(request["ip_adapter"], adapter=paths["ipadapter"], encoder=encoder, info=info)
+        refs, notes = ipadapter.references(request["ip_adapter"])
+        job["ip_adapter"] = dict(request["ip_adapter"], adapter=paths["ipadapter"], encoder=encoder, info=info,
+                                 images=refs)
     with Progress(sdxl.evaluations(job) * job["frames"], "SDXL") as bar:  # what is computed: Heun, DPM2 twice a step
         out, latents = sdxl.generate(job, bar.step)
     result = torch.from_numpy(np.stack(out).astype(np.float32))
-    return (result, {"samples": latents}), {"image_count": len(out), "seed": request["seed"],
-                                            "prediction": job["prediction"]}
+    details = {"image_count": len(out), "seed": request["seed"], "prediction": job["prediction"]}
+    return (result, {"samples": latents}), dict(details, face_crop=notes) if notes else details
 
 
 def segmind_jobs(request):
@@ -221,5 +224,9 @@ def _sent(request):
     from .backend import segmind_run
 
     endpoint, jobs, ignored = segmind_jobs(request)
+    ip = request.get("ip_adapter")
+    if ip is not None and ipadapter.crops_faces(ip):  # the checks are done: the detector runs only to send
+        face = ipadapter.segmind_image(ip)
+        jobs = [dict(job, ip_image=face) for job in jobs]
     out, info = segmind_run(endpoint, jobs)
     return (out, None), dict(info, image_count=int(out.shape[0]), segmind_ignores=ignored)

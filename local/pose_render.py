@@ -9,7 +9,8 @@ A POSE_KEYPOINT is a list with one dict per image:
 We write coordinates normalized to 0..1 (as controlnet_aux does; c = 1.0 when
 present, [0, 0, 0] when missing) and read both that and pixel coordinates (as
 DWPose and ComfyUI's own pose nodes write), deciding per frame. 25-point BODY_25
-bodies are converted to COCO-18.
+bodies are converted to COCO-18. Also where a pose lands on an output of another shape
+(`placed`) and the square around a person's face (`face_square`).
 """
 import colorsys
 import math
@@ -282,3 +283,24 @@ def placed(frame, width, height, mode, threshold=0.0):
             None if p is None else ((ox + p[0] * cw * sx) / width, (oy + p[1] * ch * sy) / height) for p in points]
 
     return [{name: moved(points) for name, points in parts.items()} for parts in frame_parts(frame, threshold)]
+
+
+HEAD = (0, 14, 15, 16, 17)  # nose, eyes, ears: the body points on a face
+FACE_MARGIN = 2.0  # a face crop's side over the face's size: the face with its hair and a margin, as FFHQ
+
+
+def face_square(body, width, height):
+    """(left, top, side) in pixels of a square crop around the face of a person's 18 body points (normalized)
+    on a width x height image: centred on the head points, FACE_MARGIN times the face's size (their span, or
+    2.2 eye distances when that is more), inside the image; None with fewer than two head points."""
+    points = [(body[i][0] * width, body[i][1] * height) for i in HEAD if i < len(body) and body[i] is not None]
+    if len(points) < 2:
+        return None
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    eyes = [body[i] for i in (14, 15) if i < len(body) and body[i] is not None]
+    between = math.hypot((eyes[0][0] - eyes[1][0]) * width, (eyes[0][1] - eyes[1][1]) * height) if len(eyes) == 2 else 0
+    side = min(width, height, max(2, round(FACE_MARGIN * max(max(xs) - min(xs), max(ys) - min(ys), 2.2 * between))))
+    cx, cy = sum(xs) / len(xs), sum(ys) / len(ys)
+    left = min(max(0, round(cx - side / 2)), width - side)
+    top = min(max(0, round(cy - side / 2)), height - side)
+    return left, top, side

@@ -38,6 +38,10 @@ class PF_IPAdapter:
             "loaded_clip_vision": ("CLIP_VISION", {"tooltip": (
                 "An encoder core's Load CLIP Vision already loaded: used instead of the clip_vision file (local "
                 "only), with ComfyUI's own image preprocessing.")}),
+            "face_crop": (engine.FACE_CROPS, {"default": "auto", "tooltip": (
+                "Crop each reference to a square around its largest face, found by the pose detector (with a "
+                "margin, as plus-face was trained); where none is found, the whole image (CLIP's centre crop). "
+                "auto: for a plus-face adapter (its file name says face).")}),
         }}
 
     @classmethod
@@ -47,9 +51,9 @@ class PF_IPAdapter:
         return True
 
     def prepare(self, image, ipadapter, clip_vision, ip_adapter_scale=0.6, mode="standard", combine="average",
-                negative_image=None, loaded_clip_vision=None):
+                negative_image=None, loaded_clip_vision=None, face_crop="auto"):
         return (engine.handle(image, negative_image, ipadapter, clip_vision, ip_adapter_scale, mode, combine,
-                              loaded_clip_vision),)
+                              loaded_clip_vision, face_crop),)
 
 
 class PF_IPAdapterApply:

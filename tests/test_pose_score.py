@@ -84,10 +84,11 @@ def test_an_image_with_nobody_scores_zero():
 
 # -- end to end: the crafted DWPose finds its two people in every image ------------------------------------
 @pytest.fixture
-def scored_root(dwpose_files, sdxl_files, tiny_root, tmp_path, no_network):
-    """A models root with the tiny SDXL and the ONNX DWPose files in openpose/ (the scoring detector)."""
+def scored_root(dwpose_files, sdxl_files, ip_files, tiny_root, tmp_path, no_network):
+    """A models root with the tiny SDXL and IP-Adapter files and the ONNX DWPose files in openpose/ (the
+    scoring detector)."""
     _, files = dwpose_files
-    for folder in ("checkpoints", "controlnet"):
+    for folder in ("checkpoints", "controlnet", "ipadapter", "clip_vision"):
         os.symlink(tiny_root / folder, tmp_path / folder)
     (tmp_path / "openpose").mkdir()
     for path in files["onnx"]:
@@ -188,3 +189,47 @@ def test_a_segmind_run_is_scored_here(fake, scored_root):
     assert out["ui"]["backend"] == ["segmind"] and len(fake.requests) == 2
     assert out["ui"]["pose_scores"] == [pytest.approx((16 / 17 + 1) / 2, abs=1e-6)] * 2
     assert out["ui"]["detector"] == ["dwpose"] and json.loads(out["ui"]["pose_report"][0])[0]["people"]
+
+
+# -- the IP-Adapter's reference cropped around its face ----------------------------------------------------
+def test_face_square_is_centred_on_the_head_points():
+    body = [None] * 18
+    body[14], body[15] = (0.40, 0.30), (0.50, 0.30)  # the eyes only, 40 px apart on a 400 px square
+    assert render.face_square(body, 400, 400) == (180 - 88, 120 - 88, 176)  # 2 x 2.2 eye distances, centred
+    body[0] = None
+    assert render.face_square([None] * 18, 400, 400) is None
+    body[16], body[17] = (0.0, 0.30), (0.05, 0.30)  # at the edge: the square stays inside the image
+    assert render.face_square(body, 400, 400)[0] == 0
+
+
+def test_the_ip_adapter_receives_the_face_crop(scored_root, monkeypatch):
+    """The crafted DWPose finds person A's head (nose, eyes, ears at known pixels) on the 640 x 640 photo: the
+    image the CLIP encoder is given is the square around it, person B's smaller face left out."""
+    from test_ipadapter import adapter
+
+    ipadapter = pf("local.ipadapter")
+    seen = []
+    real = ipadapter._pixels
+    monkeypatch.setattr(ipadapter, "_pixels", lambda model, images: seen.extend(images) or real(model, images))
+    ipadapter.clear_cache()
+    ip = adapter(image=photo(), face_crop="on")
+    sdxl = PACK.NODE_CLASS_MAPPINGS["PF_SDXLLoader"]().load("tiny_sdxl.safetensors", "none", "fp32")[0]
+    out = PACK.NODE_CLASS_MAPPINGS["PF_SDXLText2Image"]().generate(sdxl=sdxl, ip_adapter=ip, backend="local", **FAST)
+    heads = [(12 + 20 * k + 20, 10 + 60) for k in range(5)]  # A's nose, eyes and ears: crop pixel + A's corner
+    span = max(x for x, _ in heads) - min(x for x, _ in heads)  # 80 px, all on one row
+    side = round(2.0 * max(span, 2.2 * 20))
+    centre = sum(x for x, _ in heads) / 5, 70
+    left, top = max(0, round(centre[0] - side / 2)), max(0, round(centre[1] - side / 2))
+    pixels = (photo()[0].numpy() * 255).round().astype("uint8")
+    assert len(seen) == 1 and seen[0].shape == (side, side, 3)
+    assert (seen[0] == pixels[top:top + side, left:left + side]).all()
+    assert out["ui"]["face_crop"] == [f"face crop {side}x{side} at {left},{top}"]
+
+
+def test_auto_crops_for_a_plus_face_adapter_only():
+    crops = pf("engines.ipadapter").crops_faces
+    assert crops({"ipadapter": "ip-adapter-plus-face_sdxl_vit-h.safetensors", "face_crop": "auto"})
+    assert not crops({"ipadapter": "ip-adapter-plus_sdxl_vit-h.safetensors", "face_crop": "auto"})
+    assert not crops({"ipadapter": "ip-adapter-faceid_sdxl.bin", "face_crop": "auto"})
+    assert crops({"ipadapter": "ip-adapter_sdxl.safetensors", "face_crop": "on"})
+    assert not crops({"ipadapter": "sub/ip-adapter-plus-face_sdxl_vit-h.safetensors", "face_crop": "off"})
