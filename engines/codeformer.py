@@ -1,18 +1,20 @@
-"""CodeFormer face restoration: local (RetinaFace + CodeFormer + optional ParseNet mask
-and upscaler) or Segmind's `codeformer`, behind one signature (engines/backend.py).
+"""Face restoration: local (RetinaFace + CodeFormer, GFPGAN or RestoreFormer + optional ParseNet
+mask and upscaler) or Segmind's `codeformer`, behind one signature (engines/backend.py).
 
 A request is PF_CodeFormer's inputs: image (IMAGE), model, fidelity, upscale,
 background_enhance, face_upsample, only_center_face, detection_threshold, upscale_model
 (file name or "none"), paste_mask ("parse" | "square"), visibility, loaded_upscale_model (an
-UPSCALE_MODEL core's UpscaleModelLoader loaded, used instead of the file; optional). Each side
+UPSCALE_MODEL core's UpscaleModelLoader loaded, used instead of the file; optional), face_select,
+face_index and min_face_size (which faces; optional). Each side
 returns ((IMAGE, MASK), details).
 """
 from ..host import images, models
 from ..host.progress import Progress
 
 NONE = "none"
+FACE_SELECT = ["all", "largest", "index"]  # which faces a local run restores (local/codeformer.detect)
 SEGMIND_IGNORES = ["model", "only_center_face", "detection_threshold", "paste_mask", "visibility", "upscale_model",
-                   "loaded_upscale_model"]
+                   "loaded_upscale_model", "face_select", "face_index", "min_face_size"]
 
 
 class CodeFormerRequestError(ValueError):
@@ -28,10 +30,10 @@ def _upscaler(request):
 
 
 def model_files():
-    """The CodeFormer files in models/facerestore_models (by content: other restorers are left out)."""
+    """The face restorer files in models/facerestore_models (CodeFormer, GFPGAN, RestoreFormer, by content)."""
     from ..local import codeformer as engine
 
-    return engine.codeformer_files()
+    return engine.restorer_files()
 
 
 def parse_ready():
@@ -42,7 +44,7 @@ def parse_ready():
 
 
 def ready():
-    """Whether a local run can start: a CodeFormer file and the face detector are there."""
+    """Whether a local run can start: a face restorer file and the face detector are there."""
     from ..local import codeformer as engine
 
     return bool(model_files()) and models.find("facedetection", engine.DETECTION_FILE) is not None
@@ -51,6 +53,13 @@ def ready():
 def files(request):
     from ..local import codeformer as engine
 
+    select = request.get("face_select", "all")
+    if select not in FACE_SELECT:
+        raise CodeFormerRequestError(f"face_select must be one of {', '.join(FACE_SELECT)}, not {select!r}.")
+    for name in ("face_index", "min_face_size"):
+        if not isinstance(request.get(name, 0), int) or not 0 <= request.get(name, 0) <= images.MAX_SIDE:
+            raise CodeFormerRequestError(f"{name} {request.get(name)!r} must be a whole number within "
+                                         f"0..{images.MAX_SIDE}.")
     return engine.wanted(request["model"], _upscaler(request), request["paste_mask"] == "parse")
 
 
@@ -75,7 +84,8 @@ def local(request, paths):
             photos, engine.restorer(paths["model"]), engine.detector(paths["detector"]), request["fidelity"],
             request["upscale"], upscaler, request["face_upsample"], request["only_center_face"], request["detection_threshold"], step=bar.step,
             parser_r=engine.parser(paths["parser"]) if "parser" in paths else None,
-            visibility=request["visibility"], background_enhance=request["background_enhance"])
+            visibility=request["visibility"], background_enhance=request["background_enhance"],
+            select=(request.get("face_select", "all"), request.get("face_index", 0), request.get("min_face_size", 0)))
     result = (images.from_uint8(outs), torch.from_numpy(np.stack(masks)))
     return result, {"faces": sum(counts), "faces_per_image": counts}
 

@@ -1,9 +1,11 @@
-"""CodeFormer face restoration: detect (RetinaFace, facexlib) -> align to the
-FFHQ-512 template -> restore all faces in batches (CodeFormer via spandrel /
-spandrel-extra-arches) -> paste back with a soft mask onto the upscaled image.
+"""Face restoration: detect (RetinaFace, facexlib) -> align to the FFHQ-512 template ->
+restore all faces in batches (CodeFormer, GFPGAN or RestoreFormer, told apart by their
+weights, built by spandrel / spandrel-extra-arches) -> paste back with a soft mask onto
+the upscaled image.
 
 CodeFormer's code and weights are under the S-Lab License 1.0 (non-commercial);
-we use them through spandrel-extra-arches and the user's own files.
+we use them through spandrel-extra-arches and the user's own files. RestoreFormer++ is
+not run: spandrel (0.4.2, the newest) has no architecture for it.
 """
 import logging
 import math
@@ -15,7 +17,6 @@ import numpy as np
 
 from ..host import device, images, models, residency, weights
 
-CODEFORMER_SOURCE = "https://github.com/sczhou/CodeFormer/releases/tag/v0.1.0"
 DETECTION_FILE = "detection_Resnet50_Final.pth"
 DETECTION_SOURCE = "https://github.com/xinntao/facexlib/releases/tag/v0.1.0"
 FACE = 512
@@ -33,7 +34,7 @@ MIN_EYE_DISTANCE = 5
 
 def wanted(model_name, upscaler_name=None, parse=False):
     """{role: (folder, file, source)} of the files a local run needs."""
-    files = {"model": ("facerestore_models", model_name, CODEFORMER_SOURCE),
+    files = {"model": ("facerestore_models", model_name, RESTORER_SOURCES),
              "detector": ("facedetection", DETECTION_FILE, DETECTION_SOURCE)}
     if upscaler_name:
         files["upscaler"] = ("upscale_models", upscaler_name, "https://openmodeldb.info")
@@ -42,31 +43,40 @@ def wanted(model_name, upscaler_name=None, parse=False):
     return files
 
 
+# the face restorers run, by the tensors that tell them apart (spandrel's own detection keys), in that order
+RESTORERS = {
+    "CodeFormer": {"position_emb", "quantize.embedding.weight", "idx_pred_layer.1.weight"},
+    "GFPGAN": {"toRGB.0.weight", "stylegan_decoder.style_mlp.1.weight"},
+    "RestoreFormer": {"quantize.embedding.weight", "encoder.conv_in.weight", "quant_conv.weight",
+                      "encoder.down.0.block.0.norm1.weight", "encoder.conv_out.weight", "decoder.conv_out.weight"},
+}
+RESTORER_SOURCES = ("CodeFormer: https://github.com/sczhou/CodeFormer/releases/tag/v0.1.0 ; GFPGAN: "
+                    "https://github.com/TencentARC/GFPGAN/releases (GFPGANv1.3/1.4.pth) ; RestoreFormer: "
+                    "https://github.com/TencentARC/GFPGAN/releases/tag/v1.3.4 (RestoreFormer.pth)")
 _KIND = {}
 
 
-def is_codeformer(path):
-    """Whether `path` holds CodeFormer weights, by content (its transformer and codebook
-    tensors), cached by path, size and modification time. A GFPGAN or GPEN file is not; a file
-    that cannot be read (truncated, broken) is not either, and the log says so once."""
+def restorer_kind(path):
+    """Which face restorer `path` holds (a RESTORERS name), by content, or None; cached by path, size and
+    modification time. A file that cannot be read (truncated, broken) is none, and the log says so once."""
     try:
         ident = weights.identity(path)
     except OSError:
-        return False
+        return None
     if ident not in _KIND:
         try:
             names = set(weights.keys(path))
         except weights.WeightFileError as exc:
             log.warning("PoseForge: %s is not listed in PF_CodeFormer's models: %s", os.path.basename(path), exc)
             names = set()
-        _KIND[ident] = {"position_emb", "quantize.embedding.weight", "idx_pred_layer.1.weight"} <= names
+        _KIND[ident] = next((kind for kind, keys in RESTORERS.items() if keys <= names), None)
     return _KIND[ident]
 
 
-def codeformer_files():
-    """The CodeFormer files in `facerestore_models` (other restorers there are left out)."""
+def restorer_files():
+    """The face restorer files in `facerestore_models` (other files there are left out)."""
     return [name for name in models.list_files("facerestore_models")
-            if is_codeformer(models.find("facerestore_models", name))]
+            if restorer_kind(models.find("facerestore_models", name))]
 
 
 # -- loading (cached, through the shared residency and safe loader) ----------
@@ -78,15 +88,27 @@ def _spandrel(path):
     return spandrel.ModelLoader().load_from_state_dict(weights.load(path))
 
 
+class RestorerError(ValueError):
+    pass
+
+
 def restorer(path):
-    """The CodeFormer network of `path` (a Resident); other architectures are refused."""
+    """The face restorer network of `path` (a Resident, its kind in `pf_kind`); a model of another
+    architecture is refused, naming what it is."""
     def load():
-        model = _spandrel(path)
-        if model.architecture.id != "CodeFormer":
-            raise ValueError(f"{path} is a {model.architecture.name} model, not CodeFormer")
+        try:
+            model = _spandrel(path)
+        except Exception as exc:  # noqa: BLE001 - spandrel's own error, named for the user
+            raise RestorerError(f"{os.path.basename(path)} is no model spandrel knows ({str(exc)[:200]}): use a face "
+                                f"restorer ({RESTORER_SOURCES}). RestoreFormer++ files are not supported by spandrel "
+                                "yet.") from exc
+        if model.architecture.id not in RESTORERS:
+            raise RestorerError(f"{os.path.basename(path)} is a {model.architecture.name} model ({model.purpose}), not "
+                                f"a face restorer: use {', '.join(RESTORERS)} ({RESTORER_SOURCES}).")
+        model.model.pf_kind = model.architecture.id
         return model.model
 
-    return residency.get(("codeformer", weights.identity(path)), load)
+    return residency.get(("restorer", weights.identity(path)), load)
 
 
 def upscaler(path):
@@ -157,10 +179,12 @@ def on_device(resident):
 
 
 # -- geometry ----------------------------------------------------------------
-def detect(det, rgb, threshold=0.8, only_center=False):
+def detect(det, rgb, threshold=0.8, only_center=False, select="all", index=0, min_size=0):
     """5-point landmarks [(5,2) float32] of the faces in an RGB uint8 image, at
     CodeFormer's working size (short side 640; thin images bounded, host/images.py),
-    mapped back to the image."""
+    mapped back to the image. Faces whose box is under `min_size` pixels a side are left out;
+    of the rest, `only_center` keeps the one nearest the centre, `select` the largest ("largest")
+    or the `index`-th from the left ("index"; none past the last), or all ("all")."""
     import cv2
     import torch
 
@@ -178,9 +202,14 @@ def detect(det, rgb, threshold=0.8, only_center=False):
         lm = row[5:15].reshape(5, 2) / scale
         if np.linalg.norm(lm[0] - lm[1]) >= MIN_EYE_DISTANCE:
             faces.append((lm.astype(np.float32), row[:4] / scale))
+    faces = [f for f in faces if min(f[1][2] - f[1][0], f[1][3] - f[1][1]) >= min_size]
     if only_center and faces:
         centre = np.array([w / 2, h / 2])
         faces = [min(faces, key=lambda f: np.linalg.norm((f[1][:2] + f[1][2:]) / 2 - centre))]
+    elif select == "largest" and faces:
+        faces = [max(faces, key=lambda f: (f[1][2] - f[1][0]) * (f[1][3] - f[1][1]))]
+    elif select == "index":
+        faces = sorted(faces, key=lambda f: f[1][0] + f[1][2])[index:index + 1]
     return [lm for lm, _ in faces]
 
 
@@ -275,16 +304,20 @@ def parse_masks(net, faces):
 
 # -- networks ----------------------------------------------------------------
 def restore_faces(net, crops, fidelity, batch_size=None, on_batch=None):
-    """Restore 512x512 RGB uint8 crops with the CodeFormer `net`, `batch_size` at a time
-    (default: by device), halving the batch on out-of-memory; returns uint8 crops."""
+    """Restore 512x512 RGB uint8 crops with the restorer `net` (`fidelity`: CodeFormer's only), `batch_size`
+    at a time (default: by device), halving the batch on out-of-memory; returns uint8 crops. GFPGAN runs with
+    its stored noise (the same image every run), not fresh noise each time."""
     import torch
 
     dev = next(net.parameters()).device
+    call = {"CodeFormer": lambda x: net(x, weight=float(fidelity))[0],
+            "GFPGAN": lambda x: net(x.contiguous(), return_rgb=False, randomize_noise=False)[0],  # it .view()s
+            "RestoreFormer": lambda x: net(x)[0]}[getattr(net, "pf_kind", "CodeFormer")]
 
     def run(chunk):
         x = torch.from_numpy(np.stack(chunk).astype(np.float32) / 255.0).permute(0, 3, 1, 2).to(dev) * 2 - 1
         with torch.no_grad():
-            y = net(x, weight=float(fidelity))[0]  # RGB in [-1, 1] both ways
+            y = call(x)  # RGB in [-1, 1] both ways
         y = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         if on_batch:
             on_batch(len(y))
@@ -358,7 +391,7 @@ def _tiled(net, x, tile, overlap):
 # -- the whole pipeline --------------------------------------------------------
 def process(photos, restorer_r, detector_r, fidelity=0.5, scale=1, upscaler_r=None, face_upsample=False,
             only_center=False, threshold=0.8, batch_size=None, step=None, parser_r=None, visibility=1.0,
-            background_enhance=False):
+            background_enhance=False, select=("all", 0, 0)):
     """Restore every face in `photos` (uint8 RGB) and return (images at `scale`x,
     face masks at `scale`x (float32 0..1), faces found per image). Each network is
     on the device only for its phase (detect, restore, parse, upscale + paste). Faces of
@@ -366,6 +399,7 @@ def process(photos, restorer_r, detector_r, fidelity=0.5, scale=1, upscaler_r=No
     follows the face's outline; `visibility` blends restored and original faces. The
     upscale model enlarges the background only with `background_enhance` (else Lanczos)
     and the restored faces only with `face_upsample`.
+    `select`: (which faces, index, minimum size), as `detect` takes them.
     `step(n)` is called as work completes (progress and cancel checks)."""
     import cv2
 
@@ -373,7 +407,7 @@ def process(photos, restorer_r, detector_r, fidelity=0.5, scale=1, upscaler_r=No
     det = on_device(detector_r)
     found = []  # per image: [(crop, matrix)]
     for rgb in photos:
-        found.append([f for f in (align(rgb, lm) for lm in detect(det, rgb, threshold, only_center)) if f])
+        found.append([f for f in (align(rgb, lm) for lm in detect(det, rgb, threshold, only_center, *select)) if f])
         step()
     crops = [crop for faces in found for crop, _ in faces]
     restored = (restore_faces(residency.use(restorer_r)[0], crops, fidelity, batch_size,

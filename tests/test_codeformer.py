@@ -292,3 +292,82 @@ def test_a_file_replaced_under_the_same_name_is_loaded_again(tmp_path):
     torch.save(state, path)  # the same name, new contents
     second = cf.restorer(path).net
     assert second is not first and not torch.equal(second.state_dict()[name], first.state_dict()[name])
+
+
+# -- GFPGAN and RestoreFormer, told apart by their weights ---------------------------------------
+@pytest.fixture(scope="module")
+def restorers_root(cf_root, tmp_path_factory):
+    """A models root whose facerestore_models holds CodeFormer, GFPGAN (real-sized: spandrel builds it at one
+    size) and a tiny RestoreFormer, plus an upscaler and a file that is no model; facedetection linked."""
+    import spandrel
+    from spandrel.architectures.Compact import Compact
+
+    from tiny_models import save_gfpgan, save_restoreformer
+
+    root = tmp_path_factory.mktemp("restorers")
+    folder = root / "facerestore_models"
+    folder.mkdir()
+    os.link(cf_root / "facerestore_models" / "codeformer.pth", folder / "codeformer.pth")
+    save_gfpgan(str(folder))
+    save_restoreformer(str(folder))
+    torch.save(Compact(num_feat=8, num_conv=2, upscale=2).state_dict(), folder / "4x-upscaler.pth")
+    assert spandrel.ModelLoader().load_from_file(str(folder / "4x-upscaler.pth")).architecture.id == "Compact"
+    torch.save({"just": torch.zeros(3)}, folder / "notes.pth")
+    os.symlink(cf_root / "facedetection", root / "facedetection")
+    return root
+
+
+@pytest.fixture
+def with_restorers(restorers_root):
+    models.set_models_root(restorers_root)
+    yield restorers_root
+    models.set_models_root(None)
+
+
+def test_the_list_holds_every_restorer_by_content(with_restorers):
+    assert Node.INPUT_TYPES()["required"]["model"][0] == ["GFPGANv1.4.pth", "RestoreFormer.pth", "codeformer.pth"]
+    kinds = {name: engine.restorer_kind(str(with_restorers / "facerestore_models" / name))
+             for name in ("GFPGANv1.4.pth", "RestoreFormer.pth", "codeformer.pth", "4x-upscaler.pth", "notes.pth")}
+    assert kinds == {"GFPGANv1.4.pth": "GFPGAN", "RestoreFormer.pth": "RestoreFormer", "codeformer.pth": "CodeFormer",
+                     "4x-upscaler.pth": None, "notes.pth": None}
+
+
+@pytest.mark.parametrize("name", ["GFPGANv1.4.pth", "RestoreFormer.pth"])
+def test_gfpgan_and_restoreformer_restore_the_faces(with_restorers, name):
+    photo = torch.from_numpy(face_image(96, 128).astype(np.float32) / 255.0)[None]
+    args = dict(upscale=1, only_center_face=True, detection_threshold=0.05, backend="local", paste_mask="square")
+    out = Node().restore(photo, name, **args)
+    assert out["ui"]["faces"] == [1] and out["result"][0].shape == (1, 96, 128, 3)
+    assert not torch.equal(out["result"][0], photo) and out["result"][1].max() > 0
+    assert torch.equal(Node().restore(photo, name, **args)["result"][0], out["result"][0])  # GFPGAN: stored noise
+    assert torch.equal(Node().restore(photo, name, **dict(args, visibility=0.0))["result"][0],
+                       Node().restore(photo, "codeformer.pth", **dict(args, visibility=0.0))["result"][0])
+
+
+def test_a_file_that_is_no_restorer_is_named_with_what_it_is(with_restorers):
+    folder = with_restorers / "facerestore_models"
+    with pytest.raises(engine.RestorerError, match=r"4x-upscaler.pth is a .*Compact.* model .*not a face restorer"):
+        engine.restorer(str(folder / "4x-upscaler.pth"))
+    with pytest.raises(engine.RestorerError, match="notes.pth is no model spandrel knows"):
+        engine.restorer(str(folder / "notes.pth"))
+
+
+def test_which_faces_are_restored(with_restorers):
+    """The random RetinaFace sees faces everywhere at a low threshold: all of them, the largest, one by its place
+    from the left, none past the last, fewer under a minimum size (detection only: restoring them all is slow)."""
+    rgb = face_image(96, 128)
+    det = engine.on_device(engine.detector(str(with_restorers / "facedetection" / engine.DETECTION_FILE)))
+    everything = engine.detect(det, rgb, 0.05)
+    assert len(everything) > 1
+    largest = engine.detect(det, rgb, 0.05, select="largest")
+    last = engine.detect(det, rgb, 0.05, select="index", index=len(everything) - 1)
+    assert len(largest) == len(last) == 1
+    lefts = sorted(lm[:, 0].min() for lm in everything)
+    assert engine.detect(det, rgb, 0.05, select="index", index=0)[0][:, 0].min() <= lefts[len(lefts) // 2]
+    assert engine.detect(det, rgb, 0.05, select="index", index=len(everything)) == []
+    counts = [len(engine.detect(det, rgb, 0.05, min_size=m)) for m in (8, 64)]  # random boxes: any size
+    assert len(everything) > counts[0] > counts[1] > 0
+    photo = torch.from_numpy(rgb.astype(np.float32) / 255.0)[None]
+    out = Node().restore(photo, "RestoreFormer.pth", upscale=1, detection_threshold=0.05, backend="local",
+                         paste_mask="square", face_select="largest")
+    assert out["ui"]["faces"] == [1]

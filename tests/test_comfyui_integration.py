@@ -68,7 +68,7 @@ def test_graph_runs_and_free_releases_our_models(comfyui):
     with Image.open(base / "output" / saved["subfolder"] / saved["filename"]) as img:
         assert img.size == (128, 96)
     loaded = {m["model"]: m["bytes"] for m in _call(url + "/poseforge/status")["loaded"]}
-    assert {"openpose/body", "codeformer", "retinaface", "parsenet"} <= set(loaded)
+    assert {"openpose/body", "restorer", "retinaface", "parsenet"} <= set(loaded)
     assert all(size > 1_000_000 for size in loaded.values())
     _call(url + "/free", {"unload_models": True, "free_memory": True})
     for _ in range(60):
@@ -155,7 +155,7 @@ def test_segmind_examples_validate_whatever_files_the_local_folders_hold(comfyui
     local = json.loads(json.dumps(API["sdxl_openpose_codeformer_segmind"]))
     face = next(n for n in local.values() if n["class_type"] == "PF_CodeFormer")
     face["inputs"].update(model=others["model"], backend="local")
-    with pytest.raises(RuntimeError, match="not a CodeFormer file in models/facerestore_models"):
+    with pytest.raises(RuntimeError, match="not a face restorer file .* in models/facerestore_models"):
         queue_example.queue(url, local)
 
 

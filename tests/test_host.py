@@ -25,7 +25,7 @@ def test_networks_are_registered_with_their_real_size(comfy_host, with_openpose,
                                detection_threshold=0.05, backend="local")
     assert out["ui"]["faces"] == [1]  # these seeded random weights find one face
     loaded = {m.model.model.pf_key[0]: m for m in comfy_host.ours()}
-    assert set(loaded) == {"openpose", "codeformer", "retinaface", "parsenet"}
+    assert set(loaded) == {"openpose", "restorer", "retinaface", "parsenet"}
     for m in loaded.values():
         real = sum(t.nelement() * t.element_size() for t in m.model.model.net.state_dict().values())
         assert m.model_memory() == real > 1_000_000

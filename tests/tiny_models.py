@@ -38,6 +38,32 @@ def save_codeformer(folder, name="codeformer.pth"):
     return os.path.join(folder, name)
 
 
+def save_gfpgan(folder, name="GFPGANv1.4.pth"):
+    """{'params_ema': state_dict} as TencentARC ships GFPGANv1.4 (random weights; spandrel builds GFPGAN at its
+    one released size, so this is real-sized, about 350 MB)."""
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    os.makedirs(folder, exist_ok=True)
+    torch.manual_seed(0)
+    net = GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None, fix_decoder=False,
+                 num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True)
+    torch.save({"params_ema": net.state_dict()}, os.path.join(folder, name))
+    return os.path.join(folder, name)
+
+
+def save_restoreformer(folder, name="RestoreFormer.pth"):
+    """A RestoreFormer state dict (random weights) at a tiny width: spandrel reads its sizes from the tensors
+    (the depth of six levels, the 16-pixel attention and 512-pixel faces are RestoreFormer's own)."""
+    from spandrel.architectures.RestoreFormer import RestoreFormer
+
+    os.makedirs(folder, exist_ok=True)
+    torch.manual_seed(0)
+    net = RestoreFormer(n_embed=32, embed_dim=32, ch=32, ch_mult=(1, 1, 1, 1, 1, 1), num_res_blocks=1,
+                        z_channels=32)  # 32: GroupNorm's groups
+    torch.save(net.state_dict(), os.path.join(folder, name))
+    return os.path.join(folder, name)
+
+
 def save_retinaface(folder):
     """detection_Resnet50_Final.pth with RetinaFace-R50's keys (facexlib layout)."""
     from facexlib.detection.retinaface import RetinaFace
