@@ -14,7 +14,7 @@ from ..host.progress import Progress
 NONE = "none"
 FACE_SELECT = ["all", "largest", "index"]  # which faces a local run restores (local/codeformer.detect)
 SEGMIND_IGNORES = ["model", "only_center_face", "detection_threshold", "paste_mask", "visibility", "upscale_model",
-                   "loaded_upscale_model", "face_select", "face_index", "min_face_size"]
+                   "loaded_upscale_model", "face_select", "face_index", "min_face_size", "faces"]
 
 
 class CodeFormerRequestError(ValueError):
@@ -60,7 +60,27 @@ def files(request):
         if not isinstance(request.get(name, 0), int) or not 0 <= request.get(name, 0) <= images.MAX_SIDE:
             raise CodeFormerRequestError(f"{name} {request.get(name)!r} must be a whole number within "
                                          f"0..{images.MAX_SIDE}.")
-    return engine.wanted(request["model"], _upscaler(request), request["paste_mask"] == "parse")
+    wanted = engine.wanted(request["model"], _upscaler(request), request["paste_mask"] == "parse")
+    if request.get("faces") is not None:
+        del wanted["detector"]  # the pose's faces: RetinaFace is not needed
+    return wanted
+
+
+def pose_landmarks(pose, photos):
+    """Per photo, the 5-point landmarks of the faces of PF_POSE `pose` (its frame for that photo: one for every
+    photo, or one per photo or per each photo's samples), placed on the photo as a sampler placed it (fit)."""
+    from ..local import codeformer as engine, pose_render
+
+    frames = pose.get("keypoints") if isinstance(pose, dict) else None
+    if not frames or len(photos) % len(frames):
+        raise CodeFormerRequestError("faces must be a PF_POSE with keypoints (PF_OpenPoseExtract or PF_PoseRender) "
+                                     f"for these {len(photos)} image(s): one frame for every image, or one per image.")
+    out = []
+    for index, photo in enumerate(photos):
+        height, width = photo.shape[:2]
+        people = pose_render.placed(frames[index * len(frames) // len(photos)], width, height, "fit")
+        out.append(engine.pose_landmarks(people, width, height))
+    return out
 
 
 def local(request, paths):
@@ -80,12 +100,15 @@ def local(request, paths):
         raise CodeFormerRequestError("background_enhance needs an upscale_model (models/upscale_models) on the "
                                      "local backend; turn it off for a plain Lanczos resize.")
     with Progress(2 * len(photos), "CodeFormer") as bar:
+        faces = request.get("faces")
         outs, masks, counts = engine.process(
-            photos, engine.restorer(paths["model"]), engine.detector(paths["detector"]), request["fidelity"],
+            photos, engine.restorer(paths["model"]), engine.detector(paths["detector"]) if faces is None else None,
+            request["fidelity"],
             request["upscale"], upscaler, request["face_upsample"], request["only_center_face"], request["detection_threshold"], step=bar.step,
             parser_r=engine.parser(paths["parser"]) if "parser" in paths else None,
             visibility=request["visibility"], background_enhance=request["background_enhance"],
-            select=(request.get("face_select", "all"), request.get("face_index", 0), request.get("min_face_size", 0)))
+            select=(request.get("face_select", "all"), request.get("face_index", 0), request.get("min_face_size", 0)),
+            landmarks=None if faces is None else pose_landmarks(faces, photos))
     result = (images.from_uint8(outs), torch.from_numpy(np.stack(masks)))
     return result, {"faces": sum(counts), "faces_per_image": counts}
 

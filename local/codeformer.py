@@ -213,6 +213,36 @@ def detect(det, rgb, threshold=0.8, only_center=False, select="all", index=0, mi
     return [lm for lm, _ in faces]
 
 
+MOUTH = (48, 54)  # the mouth's corners among a face's 68/70 points (OpenPose's and DWPose's face layout)
+
+
+def pose_landmarks(people, width, height):
+    """The 5 points CodeFormer aligns by (TEMPLATE's order: eyes, nose, mouth corners, left to right in the
+    image) of each person of a pose ({part: [(x, y) normalized | None]}, local/pose_render) on a width x
+    height image: eyes and nose from the body, the mouth's corners from the face points, or where the pose has
+    none, where the template puts them for those eyes and that nose. People without both eyes and the nose
+    are left out."""
+    import cv2
+
+    found = []
+    for parts in people:
+        body, face = parts.get("pose_keypoints_2d") or [], parts.get("face_keypoints_2d") or []
+        head = [body[i] if i < len(body) else None for i in (14, 15, 0)]  # right eye (image left), left eye, nose
+        if any(p is None for p in head):
+            continue
+        points = np.array([(x * width, y * height) for x, y in head], np.float32)
+        mouth = [face[i] if i < len(face) else None for i in MOUTH]
+        if all(p is not None for p in mouth):
+            corners = np.array([(x * width, y * height) for x, y in mouth], np.float32)
+        else:
+            matrix = cv2.estimateAffinePartial2D(TEMPLATE[:3], points)[0]
+            if matrix is None:
+                continue
+            corners = (np.c_[TEMPLATE[3:], np.ones(2)] @ matrix.T).astype(np.float32)
+        found.append(np.concatenate([points, corners]))
+    return found
+
+
 def align(rgb, landmarks):
     """(512x512 face crop, 2x3 affine image->crop) for 5-point `landmarks`, or None when no
     similarity transform fits them (degenerate landmarks)."""
@@ -391,7 +421,7 @@ def _tiled(net, x, tile, overlap):
 # -- the whole pipeline --------------------------------------------------------
 def process(photos, restorer_r, detector_r, fidelity=0.5, scale=1, upscaler_r=None, face_upsample=False,
             only_center=False, threshold=0.8, batch_size=None, step=None, parser_r=None, visibility=1.0,
-            background_enhance=False, select=("all", 0, 0)):
+            background_enhance=False, select=("all", 0, 0), landmarks=None):
     """Restore every face in `photos` (uint8 RGB) and return (images at `scale`x,
     face masks at `scale`x (float32 0..1), faces found per image). Each network is
     on the device only for its phase (detect, restore, parse, upscale + paste). Faces of
@@ -399,15 +429,17 @@ def process(photos, restorer_r, detector_r, fidelity=0.5, scale=1, upscaler_r=No
     follows the face's outline; `visibility` blends restored and original faces. The
     upscale model enlarges the background only with `background_enhance` (else Lanczos)
     and the restored faces only with `face_upsample`.
-    `select`: (which faces, index, minimum size), as `detect` takes them.
+    `select`: (which faces, index, minimum size), as `detect` takes them. `landmarks`: the faces' 5 points
+    per image (`pose_landmarks`) instead of RetinaFace's (`detector_r` is not used then).
     `step(n)` is called as work completes (progress and cancel checks)."""
     import cv2
 
     step = step or (lambda n=1: None)
-    det = on_device(detector_r)
+    det = on_device(detector_r) if landmarks is None else None
     found = []  # per image: [(crop, matrix)]
-    for rgb in photos:
-        found.append([f for f in (align(rgb, lm) for lm in detect(det, rgb, threshold, only_center, *select)) if f])
+    for index, rgb in enumerate(photos):
+        points = detect(det, rgb, threshold, only_center, *select) if det is not None else landmarks[index]
+        found.append([f for f in (align(rgb, lm) for lm in points) if f])
         step()
     crops = [crop for faces in found for crop, _ in faces]
     restored = (restore_faces(residency.use(restorer_r)[0], crops, fidelity, batch_size,

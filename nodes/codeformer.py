@@ -51,6 +51,9 @@ class PF_CodeFormer:
             "face_index": ("INT", {"default": 0, "min": 0, "max": 99, "tooltip": "face_select index: 0 = leftmost"}),
             "min_face_size": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": (
                 "faces whose box is smaller than this many pixels a side are left as they are. Local only.")}),
+            "faces": ("PF_POSE", {"tooltip": (
+                "the faces of a pose (PF_OpenPoseExtract's, or the pose a sampler drew): their eyes, nose and mouth "
+                "align the faces instead of RetinaFace detecting them again (its file is not needed). Local only.")}),
         }}
 
     @classmethod

@@ -371,3 +371,40 @@ def test_which_faces_are_restored(with_restorers):
     out = Node().restore(photo, "RestoreFormer.pth", upscale=1, detection_threshold=0.05, backend="local",
                          paste_mask="square", face_select="largest")
     assert out["ui"]["faces"] == [1]
+
+
+def pose_of(landmarks, width, height, mouth=True):
+    """PF_POSE-like keypoints of one person whose eyes, nose (and mouth corners, in the face points) are the
+    5 CodeFormer landmarks given (pixels)."""
+    body, face = [0.0] * 54, [0.0] * 210
+    for index, (x, y) in zip((14, 15, 0), landmarks[:3]):
+        body[3 * index:3 * index + 3] = [float(x) / width, float(y) / height, 1.0]
+    for index, (x, y) in zip((48, 54), landmarks[3:]):
+        if mouth:
+            face[3 * index:3 * index + 3] = [float(x) / width, float(y) / height, 1.0]
+    frame = {"people": [{"pose_keypoints_2d": body, "face_keypoints_2d": face}], "canvas_width": width,
+             "canvas_height": height}
+    return {"map": None, "keypoints": [frame], "source": None, "detector": "openpose", "draw": {}}
+
+
+@pytest.mark.parametrize("mouth", [True, False])
+def test_a_poses_faces_align_without_detecting_again(cf_root, tmp_path, monkeypatch, mouth):
+    """PF_CodeFormer with `faces` (a PF_POSE): the face is aligned from the pose's eyes, nose and mouth (or,
+    without face points, the mouth the template puts there), RetinaFace's file not even there."""
+    (tmp_path / "facerestore_models").mkdir()
+    os.link(cf_root / "facerestore_models" / "codeformer.pth", tmp_path / "facerestore_models" / "codeformer.pth")
+    models.set_models_root(tmp_path)
+    crops = []
+    real = engine.restore_faces
+    monkeypatch.setattr(engine, "restore_faces", lambda net, c, *a, **k: crops.extend(c) or real(net, c, *a, **k))
+    try:
+        rgb = face_image()
+        lm = landmarks_for().astype(np.float32)
+        photo = torch.from_numpy(rgb.astype(np.float32) / 255.0)[None]
+        out = Node().restore(photo, "codeformer.pth", faces=pose_of(lm, 400, 300, mouth), upscale=1,
+                             backend="local", paste_mask="square")
+    finally:
+        models.set_models_root(None)
+    assert out["ui"]["faces"] == [1] and len(crops) == 1
+    expected, _ = engine.align(rgb, lm)
+    assert np.abs(crops[0].astype(int) - expected.astype(int)).max() <= 2  # the pose's points are stored as floats
