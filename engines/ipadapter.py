@@ -5,7 +5,6 @@ lists), the adapter and CLIP vision file names, the scale, the mode and how seve
 loads or encodes in PF_IPAdapter: a local sampler encodes (cached by image content),
 Segmind is sent the first reference image.
 """
-import hashlib
 import os
 import threading
 from collections import OrderedDict
@@ -81,7 +80,7 @@ def _squares(photos):
     from . import pose
 
     name = pose.default_detector()
-    keys = [(hashlib.sha1(p.tobytes() + str(p.shape).encode()).hexdigest(), name) for p in photos]
+    keys = [(images.digest(p), name) for p in photos]
     with _found_lock:
         todo = [i for i, k in enumerate(keys) if k not in _found]
     if todo:

@@ -48,6 +48,13 @@ def from_uint8(images):
     return torch.from_numpy(np.stack(images).astype(np.float32) / 255.0)
 
 
+def digest(image):
+    """A cache key of an HxWx3 uint8 image's content (its pixels and shape)."""
+    import hashlib
+
+    return hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest()
+
+
 def work_scale(width, height, short_side):
     """The factor that brings the short side of a width x height image to `short_side`, lowered
     for thin images so that the long side stays within MAX_ASPECT * short_side: normal photos

@@ -20,7 +20,6 @@ an adapter is exactly a plain run.
 """
 import contextlib
 import functools
-import hashlib
 import itertools
 import os
 import threading
@@ -28,7 +27,7 @@ import weakref
 from collections import OrderedDict
 
 from ..host import residency, weights
-from ..host.images import MAX_ASPECT
+from ..host.images import MAX_ASPECT, digest
 from . import libs
 
 ENCODERS = {(1280, 1024): "ViT-H-14", (1664, 1280): "ViT-bigG-14"}  # (hidden, image_embeds) -> name
@@ -233,10 +232,6 @@ _counter = itertools.count()
 _embeds_lock = threading.Lock()
 
 
-def _digest(image):
-    return hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest()
-
-
 def centre(image):
     """The middle of a thin image, MAX_ASPECT times as long as it is wide at most. CLIP keeps only
     the centre square of what it is given, so this changes nothing but the size of the resize
@@ -309,7 +304,7 @@ def encode(encoder, images, what):
 
     loaded = not isinstance(encoder, residency.Resident)
     identity = ("clip_vision", "loaded", _token(encoder)) if loaded else encoder.key
-    keys = [(identity, what, "zeros" if img is None else _digest(img)) for img in images]
+    keys = [(identity, what, "zeros" if img is None else digest(img)) for img in images]
     with _embeds_lock:
         todo = [i for i, k in enumerate(keys) if k not in _embeds]
     if todo:
