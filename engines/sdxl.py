@@ -12,20 +12,26 @@ import math
 
 from ..host import images
 from ..host.progress import Progress
-from ..local import controlnets, families, schedulers
+from ..local import schedulers
 from . import ipadapter, pose_match
 from .sdxl_inputs import (MASK_LIMIT, POSE_FITS, SIZE, SDXLRequestError, controlnet_entries, inpainting, is_pose,
                           pose_count, pose_maps, pose_photos, sized)
 
 DTYPES = ["auto", "fp16", "bf16", "fp32"]
-PREDICTIONS = list(families.PREDICTIONS)
+PREDICTIONS = list(schedulers.PREDICTIONS)
 STRENGTH_MAX = 10.0  # a PF_ControlNet's strength, as core's Apply ControlNet
-UNION_MODES = ["auto"] + list(controlnets.MODES)  # auto: a ControlNet of one kind
 POSE_MATCHES, MATCH_TRIES = pose_match.MODES, pose_match.MAX_TRIES
 SCHEDULERS = schedulers.NAMES
 NO_LOADER = ("checkpoints", "an SDXL checkpoint: connect a PF_SDXLLoader node to the `sdxl` input", None)
 NO_CONTROLNET = "an OpenPose ControlNet for PF_SDXLOpenPose: choose one in PF_SDXLLoader's `controlnet` (it is 'none')"
 SEED_MAX = 999_999_999_999_999  # Segmind's largest seed, so a seed means the same on both backends
+
+
+def union_modes():
+    """PF_ControlNet's modes: auto (a ControlNet of one kind), then a union's control types."""
+    from ..local import controlnets  # not at start-up: it brings the model cache with it
+
+    return ["auto"] + list(controlnets.MODES)
 
 
 def handle(ckpt, controlnet, dtype, prediction="auto"):
@@ -104,7 +110,7 @@ def check(request):
 def files(request):
     """{role: (folder, file, source)}: ckpt, controlnet (pose runs), control0.. (PF_ControlNet), lora0..
     (PF_SDXLLoRA), ipadapter and clip_vision (with an image prompt)."""
-    from ..local import controlnets, lora
+    from ..local import controlnets, families, lora
 
     check(request)
     if is_pose(request):

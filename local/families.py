@@ -22,7 +22,6 @@ REFUSED_CONTROLS = {  # kinds PoseForge's sampler does not run: what takes them 
     "ControlLLLite": ("core ComfyUI has no loader for it; kohya-ss's ControlNet-LLLite-ComfyUI pack applies it to "
                       "core's MODEL, for core's KSampler"),
 }
-PREDICTIONS = ("auto", "eps", "v_prediction", "v_prediction_zsnr")  # as ComfyUI's ModelSamplingDiscrete names them
 OTHER_CONTROLS = ("canny", "depth", "scribble", "softedge", "lineart", "tile", "seg", "normal", "mlsd", "inpaint",
                   "blur", "hed", "sketch", "recolor", "qrcode")
 

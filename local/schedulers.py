@@ -37,6 +37,7 @@ TABLE = {
             {"eta": 0.3}),
 }
 NAMES = list(TABLE)
+PREDICTIONS = ("auto", "eps", "v_prediction", "v_prediction_zsnr")  # as ComfyUI's ModelSamplingDiscrete names them
 SEGMIND = [name for name, row in TABLE.items() if row[0]]
 
 
@@ -57,8 +58,7 @@ def segmind_problem(name):
 
 
 def predicting(config, prediction):
-    """A checkpoint's scheduler config dict set to sample as `prediction` says (local/families.PREDICTIONS
-    but auto): eps, v_prediction, or v_prediction_zsnr (zero terminal SNR: the betas rescaled so the last
+    """A checkpoint's scheduler config dict set to sample as `prediction` says (PREDICTIONS but auto): eps, v_prediction, or v_prediction_zsnr (zero terminal SNR: the betas rescaled so the last
     timestep is pure noise, timesteps from the trailing end, as ComfyUI samples a zsnr model)."""
     config = dict(config, prediction_type="epsilon" if prediction == "eps" else "v_prediction")
     config.pop("rescale_betas_zero_snr", None)  # off unless zsnr (and unknown to the schedulers that cannot)

@@ -159,7 +159,7 @@ def check_prompts(request):
 
 
 def prediction(request):
-    """How the run samples (families.PREDICTIONS but auto): the loader's choice, else what the checkpoint says
+    """How the run samples (schedulers.PREDICTIONS but auto): the loader's choice, else what the checkpoint says
     (a single file's v_pred / ztsnr keys, core's model sampling, a diffusers folder's scheduler config)."""
     chosen = request.get("prediction") or "auto"
     if chosen != "auto":

@@ -68,7 +68,7 @@ def not_carried(core):
 
 
 def prediction(core):
-    """How the MODEL samples (local/families.PREDICTIONS but auto), from its model sampling as core's
+    """How the MODEL samples (local/schedulers.PREDICTIONS but auto), from its model sampling as core's
     samplers use it: the checkpoint's v_pred / ztsnr, or a ModelSamplingDiscrete node's choice."""
     sampling = core["model"].get_model_object("model_sampling")
     kinds = comfy.module("comfy.model_sampling")

@@ -157,7 +157,7 @@ class PF_ControlNet:
         return {"required": {
             "controlnet": (models.choices("controlnet", "controlnet-union-sdxl-1.0.safetensors"),),
             "image": ("IMAGE", {"tooltip": "the control map (a depth map, canny edges...), fitted as the pose is"}),
-            "union_mode": (engine.UNION_MODES, {"default": "auto", "tooltip": (
+            "union_mode": (engine.union_modes(), {"default": "auto", "tooltip": (
                 "for a ControlNet Union file: which kind of map the image is (tile and repaint need ProMax). Other "
                 "ControlNets have one kind: auto.")}),
             "strength": ("FLOAT", {"default": 0.6, "min": 0.0, "max": engine.STRENGTH_MAX, "step": 0.01,
