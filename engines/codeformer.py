@@ -70,16 +70,15 @@ def pose_landmarks(pose, photos):
     """Per photo, the 5-point landmarks of the faces of PF_POSE `pose` (its frame for that photo: one for every
     photo, or one per photo or per each photo's samples), placed on the photo as a sampler placed it (fit)."""
     from ..local import codeformer as engine, pose_render
+    from .pose import per_image
 
     frames = pose.get("keypoints") if isinstance(pose, dict) else None
-    if not frames or len(photos) % len(frames):
-        raise CodeFormerRequestError("faces must be a PF_POSE with keypoints (PF_OpenPoseExtract or PF_PoseRender) "
-                                     f"for these {len(photos)} image(s): one frame for every image, or one per image.")
+    if not frames:
+        raise CodeFormerRequestError("faces must be a PF_POSE with keypoints (PF_OpenPoseExtract or PF_PoseRender).")
     out = []
-    for index, photo in enumerate(photos):
+    for photo, frame in zip(photos, per_image(frames, len(photos))):
         height, width = photo.shape[:2]
-        people = pose_render.placed(frames[index * len(frames) // len(photos)], width, height, "fit")
-        out.append(engine.pose_landmarks(people, width, height))
+        out.append(engine.pose_landmarks(pose_render.placed(frame, width, height, "fit"), width, height))
     return out
 
 

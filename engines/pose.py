@@ -87,13 +87,20 @@ def score(images_in, pose, detector="same", fit="fit"):
         raise PoseRequestError("the pose has no keypoints to score against: connect PF_OpenPoseExtract's or "
                                "PF_PoseRender's pose.")
     photos = images.to_uint8(images_in, "images")
-    if len(photos) % len(frames):
-        raise PoseRequestError(f"{len(photos)} image(s) for {len(frames)} pose(s): give one image per pose, or the "
-                               "same number for each pose.")
+    targets = per_image(frames, len(photos))
     name = (pose.get("detector") or default_detector()) if detector == "same" else detector
     check_detector(name)
-    reports = match(photos, [frames[i * len(frames) // len(photos)] for i in range(len(photos))], fit, name)
+    reports = match(photos, targets, fit, name)
     return [r["score"] for r in reports], report(reports), name
+
+
+def per_image(frames, count):
+    """The POSE_KEYPOINT frame each of `count` images was made for: one frame for every image, or the same
+    number of images for each frame, in order (a pose sampler's poses x samples)."""
+    if count % len(frames):
+        raise PoseRequestError(f"{count} image(s) for {len(frames)} pose(s): give one image per pose, or the same "
+                               "number for each pose.")
+    return [frames[i * len(frames) // count] for i in range(count)]
 
 
 def report(reports):

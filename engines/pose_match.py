@@ -69,8 +69,7 @@ def run(request, sample):
     frames, name = _frames(request), detector(request)
     (images, latent), details = sample(request)
     count = len(images)
-    per = max(1, count // len(frames))
-    targets = [frames[min(i // per, len(frames) - 1)] for i in range(count)]
+    per, targets = count // len(frames), pose_engine.per_image(frames, count)
     fit = request.get("pose_fit", "fit")
     reports = pose_engine.match(to_uint8(images, "image"), targets, fit, name)
     kept, tried = [seed + i for i in range(count)], [[seed + i] for i in range(count)]
