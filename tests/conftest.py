@@ -295,4 +295,4 @@ def dwpose_files(tiny_root):
     return folder, tiny_dwpose.save(str(folder))
 
 
-from real_comfyui import comfyui, segmind  # noqa: E402,F401 - one real ComfyUI (and its fake Segmind) a session
+from real_comfyui import comfy_files, comfyui, comfyui_newest, segmind  # noqa: E402,F401 - the real ComfyUIs (and their fake Segmind) a session

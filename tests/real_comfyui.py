@@ -43,10 +43,35 @@ def segmind():
     server.stop()
 
 
+# The newest frontend on the registry (comfyui-frontend-package's static/ folder: .ci/run downloads
+# its wheel and unpacks it in .venv), served by a second ComfyUI with --front-end-root: the editor
+# tests run on it too, in its classic canvas and its Vue node rendering.
+NEWEST_FRONTEND = os.environ.get("POSEFORGE_NEWEST_FRONTEND")
+
+
 @pytest.fixture(scope="session")
-def comfyui(tmp_path_factory, cf_root, openpose_root, sdxl_files, ip_files, lora_files, dwpose_files, core_files,
-            tiny_root, segmind):
-    base = tmp_path_factory.mktemp("comfy")
+def comfyui(tmp_path_factory, comfy_files):
+    """The ComfyUI of COMFYUI_DIR with the frontend it pins: (url, base directory)."""
+    yield from _serve(tmp_path_factory.mktemp("comfy"), comfy_files)
+
+
+@pytest.fixture(scope="session")
+def comfyui_newest(tmp_path_factory, comfy_files):
+    """The same ComfyUI serving the newest frontend (POSEFORGE_NEWEST_FRONTEND): (url, base directory)."""
+    if not NEWEST_FRONTEND or not os.path.isfile(os.path.join(NEWEST_FRONTEND, "index.html")):
+        pytest.skip("set POSEFORGE_NEWEST_FRONTEND to comfyui-frontend-package's static/ folder (.ci/run does)")
+    yield from _serve(tmp_path_factory.mktemp("comfy_newest"), comfy_files, ["--front-end-root", NEWEST_FRONTEND])
+
+
+@pytest.fixture(scope="session")
+def comfy_files(cf_root, openpose_root, sdxl_files, ip_files, lora_files, dwpose_files, core_files, tiny_root,
+                segmind):
+    """What a base directory holds: the tiny models' folders, DWPose's TorchScript files, the fake Segmind."""
+    return tiny_root, dwpose_files, segmind
+
+
+def _serve(base, files, extra=()):
+    tiny_root, dwpose_files, segmind = files
     (base / "custom_nodes").mkdir()
     os.symlink(ROOT, base / "custom_nodes" / "PoseForge")
     os.symlink(os.path.join(ROOT, "tests", "tiny_comfy"), base / "custom_nodes" / "tiny_comfy")  # core loads the tiny SDXL
@@ -66,7 +91,7 @@ def comfyui(tmp_path_factory, cf_root, openpose_root, sdxl_files, ip_files, lora
     env.pop("POSEFORGE_OFFLINE", None)
     log = open(base / "comfyui.log", "w")
     proc = subprocess.Popen([PYTHON, "main.py", "--cpu", "--base-directory", str(base), "--listen", "127.0.0.1",
-                             "--port", str(port), "--disable-auto-launch"], cwd=COMFYUI_DIR, env=env,
+                             "--port", str(port), "--disable-auto-launch", *extra], cwd=COMFYUI_DIR, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -25,10 +25,23 @@ STANDING = [[0.5, 0.14], [0.5, 0.26], [0.41, 0.26], [0.36, 0.42], [0.33, 0.57], 
             [0.48, 0.12], [0.52, 0.12], [0.46, 0.13], [0.54, 0.13]]
 
 
+FRONTENDS = {"pinned": ("comfyui", False), "newest": ("comfyui_newest", False), "newest-vue": ("comfyui_newest", True)}
+
+
+@pytest.fixture(params=list(FRONTENDS))
+def site(request):
+    """The ComfyUI an editor test runs on: the frontend 0.3.64 pins, the newest one in its classic canvas,
+    and the newest one in its Vue node rendering: (url, base directory, Vue nodes on)."""
+    server, vue = FRONTENDS[request.param]
+    url, base = request.getfixturevalue(server)
+    return url, base, vue
+
+
 @pytest.fixture
-def editor(comfyui):
-    url, _ = comfyui
-    for setting, value in (("Comfy.TutorialCompleted", True), ("Comfy.Minimap.Visible", False)):
+def editor(site):
+    url, _, vue = site
+    settings = [("Comfy.TutorialCompleted", True), ("Comfy.Minimap.Visible", False), ("Comfy.VueNodes.Enabled", vue)]
+    for setting, value in settings:
         call(f"{url}/settings/{setting}", value)
     if SHOTS:
         os.makedirs(SHOTS, exist_ok=True)
@@ -116,10 +129,10 @@ def wait_for_saved(url, prefix, after):
     pytest.fail(f"no image saved under {prefix}")
 
 
-def test_a_dragged_joint_lands_where_it_was_dropped_survives_a_reload_and_is_exported(editor, comfyui):
+def test_a_dragged_joint_lands_where_it_was_dropped_survives_a_reload_and_is_exported(editor, site):
     from selenium.webdriver.common.action_chains import ActionChains
 
-    url, base = comfyui
+    url, base, _ = site
     driver = editor
     load_editor(driver, pose_graph(url))
     start = driver.execute_script("const n = window.app.graph._nodes.find((n) => n.type === 'PF_PoseRender');"
@@ -159,13 +172,13 @@ def test_a_dragged_joint_lands_where_it_was_dropped_survives_a_reload_and_is_exp
     assert pose_value(driver)["people"][0]["pose_keypoints_2d"][3 * WRIST:3 * WRIST + 2] == moved[:2]
 
 
-def test_remove_add_flip_load_and_undo_in_the_editor(editor, comfyui):
+def test_remove_add_flip_load_and_undo_in_the_editor(editor, site):
     """Every change made as a user makes it: right-click, the joint list and a click, the toolbar's
     buttons, a file dropped on the node; each state polled for, not waited for."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select
 
-    url, _ = comfyui
+    url, _, _ = site
     driver = editor
     load_editor(driver, pose_graph(url))
     get = "return " + EDITOR
@@ -227,10 +240,10 @@ def drop(driver, text, name="pose.json"):
                           text, name)
 
 
-def test_a_body_25_file_is_drawn_as_the_server_converts_it(editor, comfyui):
+def test_a_body_25_file_is_drawn_as_the_server_converts_it(editor, site):
     """BODY_25 (OpenPose's 25-point body: MidHip at 8, the feet after 18): MidHip dropped, the hips in
     their COCO places, as PF_PoseRender converts it; the editor's tables are the server's."""
-    url, _ = comfyui
+    url, _, _ = site
     driver = editor
     load_editor(driver, pose_graph(url))
     tables = driver.execute_script("return fetch('/poseforge/pose_tables').then((r) => r.json());")
@@ -256,12 +269,12 @@ def hand(wrist, towards):
     return [v for x, y in points for v in (x, y, 1.0)]
 
 
-def test_the_editor_takes_the_extracted_pose_over_its_photo(editor, comfyui):
+def test_the_editor_takes_the_extracted_pose_over_its_photo(editor, site):
     import math
 
     from readme_pictures import ASTRONAUT
 
-    url, _ = comfyui
+    url, _, _ = site
     driver = editor
     g = workflows.Graph(call(url + "/object_info"))
     photo = g.add("LoadImage", (40, 40), {"image": "poseforge_astronaut.jpg"}, size=(300, 360))
@@ -313,8 +326,8 @@ def shown_texts(driver, kind, field="pfPriceText"):
                                  "?.[arguments[1]] ?? null", kind, field)
 
 
-def test_the_price_shown_before_a_segmind_run_is_the_servers_plan(editor, comfyui):
-    url, _ = comfyui
+def test_the_price_shown_before_a_segmind_run_is_the_servers_plan(editor, site):
+    url, _, _ = site
     driver = editor
     table = json.load(open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "segmind", "endpoints.json")))
     driver.execute_async_script(LOAD, UI["sdxl_openpose_codeformer_segmind"])
@@ -336,7 +349,7 @@ def test_the_price_shown_before_a_segmind_run_is_the_servers_plan(editor, comfyu
     assert driver.execute_script("return window.app.graph._nodes.filter((n) => n.pfPriceText).length") == 0
 
 
-def test_the_editor_shows_why_segmind_would_refuse_instead_of_a_price(editor, comfyui):
+def test_the_editor_shows_why_segmind_would_refuse_instead_of_a_price(editor, site):
     """A LoRA (or a local-only scheduler) on a node set to auto or segmind: the run would refuse before
     sending anything, so the editor says so and prices nothing (it priced such runs when it guessed)."""
     driver = editor
@@ -396,11 +409,12 @@ def test_progress_text_arrives_during_a_slow_segmind_run(comfyui, segmind):
     assert [p["value"] for p in progress if p["node"] == "1"][-1] == 100
 
 
-def test_a_hosted_run_in_the_editor_shows_its_price_then_its_progress(editor, comfyui, segmind):
-    url, _ = comfyui
+def test_a_hosted_run_in_the_editor_shows_its_price_then_its_progress(editor, site, segmind):
+    url, _, vue = site
     driver = editor
     g = workflows.Graph(call(url + "/object_info"))
-    sdxl = g.add("PF_SDXLText2Image", (40, 40), {"prompt": "a dancer, studio light", "backend": "segmind",
+    prompt = "a dancer, studio light" + (" (vue)" if vue else "")  # not ComfyUI's cached run of the other rendering
+    sdxl = g.add("PF_SDXLText2Image", (40, 40), {"prompt": prompt, "backend": "segmind",
                                                  "width": 768, "height": 768, "samples": 2}, size=(420, 420))
     g.add("SaveImage", (520, 40), {"filename_prefix": "pf_hosted"}, {"images": (sdxl, 0)}, size=(400, 400))
     driver.execute_async_script(LOAD, g.ui())
@@ -439,11 +453,11 @@ def test_the_routes_answer_only_booleans_labels_and_prices(comfyui, segmind):
             isinstance(value, str) and not value.startswith(("/", "~")) and "://" not in value and ":\\" not in value)
 
 
-def test_a_huge_pose_in_a_workflow_loads_and_stays_editable(editor, comfyui):
+def test_a_huge_pose_in_a_workflow_loads_and_stays_editable(editor, site):
     """A 1 MB pose (a face of 100,000 points, 100 people with hands): the workflow loads (a spread of
     its values overflowed the stack and aborted loading), and a click reads the pose once, not once a
     point (a cached parse)."""
-    url, _ = comfyui
+    url, _, _ = site
     driver = editor
     person = {"pose_keypoints_2d": [v for x, y in STANDING for v in (x, y, 1.0)],
               "hand_left_keypoints_2d": [0.3, 0.5, 1.0] * 21, "hand_right_keypoints_2d": [0.6, 0.5, 1.0] * 21}

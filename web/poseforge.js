@@ -7,6 +7,8 @@
 // would stop (a LoRA, a local-only scheduler, a drawn pose, no key) for a node not set to local.
 // During a Segmind run ComfyUI's own progress bar and progress text show the time against
 // Segmind's typical time. GET /poseforge/status says only whether a key is set, never the key.
+// The lines are a DOM widget at the node's foot, so both of the frontend's node renderings show
+// them (its Vue nodes paint no onDrawForeground).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -38,7 +40,7 @@ export async function refreshPlans(force = false) {
   } catch {
     for (const node of nodes) node.pfPlan = null;
   }
-  app.graph?.setDirtyCanvas(true, true);
+  showAll();
 }
 
 function lastRun(output) {
@@ -83,6 +85,33 @@ function keyWarning(node) {
   return status.segmind_key ? "" : "no Segmind key set (SEGMIND_API_KEY)";
 }
 
+// The node's lines (last run, price, why a run would stop or the key is missing), kept as
+// pfPriceText/pfRefusalText too, shown in its status widget; the node grows to show them.
+function show(node) {
+  node.pfPriceText = priceText(node);
+  node.pfRefusalText = refusalText(node);
+  const lines = [[node.pfLastRun, "#8c8"], [node.pfPriceText, "#cc8"], [node.pfRefusalText || keyWarning(node), "#e88"]]
+    .filter(([t]) => t);
+  const element = node.pfStatus;
+  const key = JSON.stringify(lines);
+  if (!element || element.dataset.shown === key) return;
+  element.dataset.shown = key;
+  element.replaceChildren(...lines.map(([text, colour]) => {
+    const line = document.createElement("div");
+    line.textContent = text;
+    line.title = text;
+    line.style.cssText = `color:${colour};white-space:nowrap;overflow:hidden;text-overflow:ellipsis`;
+    return line;
+  }));
+  const needed = node.computeSize?.()[1];
+  if (needed > node.size[1]) node.setSize([node.size[0], needed]);
+  node.setDirtyCanvas?.(true, true);
+}
+
+function showAll() {
+  for (const node of app.graph?._nodes ?? []) if (node.pfStatus) show(node);
+}
+
 app.registerExtension({
   name: "PoseForge.status",
 
@@ -92,31 +121,28 @@ app.registerExtension({
       const node = app.graph?.getNodeById(Number(String(detail?.node).split(":").pop()));
       if (!node || !node.type?.startsWith(PREFIX)) return;
       node.pfLastRun = lastRun(detail.output ?? {});
-      node.setDirtyCanvas(true, true);
+      show(node);
     });
-    api.addEventListener("reconnected", () => { refresh(); refreshPlans(true); });
-    setInterval(() => refreshPlans().catch(() => {}), PLAN_EVERY);
+    api.addEventListener("reconnected", () => { refresh().then(showAll); refreshPlans(true); });
+    setInterval(() => { showAll(); refreshPlans().catch(() => {}); }, PLAN_EVERY);
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!nodeData.name.startsWith(PREFIX)) return;
-    const drawForeground = nodeType.prototype.onDrawForeground;
-    nodeType.prototype.onDrawForeground = function (ctx) {
-      drawForeground?.apply(this, arguments);
-      if (this.flags?.collapsed) return;
-      this.pfPriceText = priceText(this);
-      this.pfRefusalText = refusalText(this);
-      const warning = keyWarning(this);
-      const lines = [[this.pfLastRun, "#8c8"], [this.pfPriceText, "#cc8"], [this.pfRefusalText || warning, "#e88"]]
-        .filter(([t]) => t);
-      if (!lines.length) return;
-      ctx.save();
-      ctx.font = "11px sans-serif";
-      lines.forEach(([text, colour], i) => {
-        ctx.fillStyle = colour;
-        ctx.fillText(text, 6, this.size[1] + 14 + 13 * i);
+    const created = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const result = created?.apply(this, arguments);
+      const element = document.createElement("div");
+      element.className = "pf-status";
+      element.style.cssText = "font:11px sans-serif;line-height:14px;pointer-events:none;overflow:hidden";
+      const widget = this.addDOMWidget("pf_status", "pf_status", element, {
+        serialize: false, getValue: () => undefined, setValue: () => {},
+        getMinHeight: () => 14 * element.childElementCount, getMaxHeight: () => 14 * element.childElementCount,
       });
-      ctx.restore();
+      widget.serialize = false;
+      this.pfStatus = element;
+      show(this);
+      return result;
     };
   },
 });
