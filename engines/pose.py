@@ -207,9 +207,11 @@ def render(keypoints=None, width=0, height=0, draw_body=True, draw_hands=True, d
 def tables():
     """How pose maps are drawn and read (local/pose_render.py), for the editor to draw as the server
     does: limbs (1-based joint pairs) and their colours, hand edges and colours, points per part,
-    the most people a frame holds, and BODY_25 -> COCO-18 (which BODY_25 points the 18 are)."""
+    the most people a frame holds, frames a batch draws and pixels a canvas side has, and BODY_25 ->
+    COCO-18 (which BODY_25 points the 18 are)."""
     from ..local import pose_render as r
 
     return {"limbs": r.LIMBS, "colours": r.BODY_COLOURS, "hand_edges": r.HAND_EDGES,
             "hand_colours": [[round(c) for c in colour] for colour in r.HAND_COLOURS], "parts": r.COUNTS,
-            "max_people": r.MAX_PEOPLE, "body_25_to_coco": r.BODY_25_TO_COCO}
+            "max_people": r.MAX_PEOPLE, "max_frames": MAX_FRAMES, "max_side": images.MAX_SIDE,
+            "body_25_to_coco": r.BODY_25_TO_COCO}

@@ -50,7 +50,8 @@ def editor(site):
     driver.get(url)
     wait_for_app(driver)
     yield driver
-    ours = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "poseforge" in e["message"].lower()]
+    ours = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "poseforge" in e["message"].lower()
+            and not ("userdata?dir=poseforge" in e["message"] and "404" in e["message"])]  # an empty pose library
     driver.quit()
     assert ours == [], ours
 

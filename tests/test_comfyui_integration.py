@@ -37,8 +37,10 @@ def test_pack_loads_and_registers_its_nodes(comfyui):
     status = _call(url + "/poseforge/status")
     assert status["segmind_key"] is True and SENTINEL not in json.dumps(status)
     scripts = sorted(e for e in _call(url + "/extensions") if e.startswith("/extensions/PoseForge/"))
-    assert scripts == ["/extensions/PoseForge/pose_editor.js", "/extensions/PoseForge/poseforge.js"]
-    for script, name in zip(scripts, (b"PoseForge.poseEditor", b"PoseForge.status")):
+    assert scripts == [f"/extensions/PoseForge/{name}.js" for name in ("pose_editor", "pose_library", "pose_model",
+                                                                       "poseforge")]
+    for script, name in zip(scripts, (b"PoseForge.poseEditor", b"/userdata", b"export function parseFrames",
+                                      b"PoseForge.status")):
         with urllib.request.urlopen(url + script, timeout=30) as resp:
             assert name in resp.read()
 

@@ -98,4 +98,5 @@ def test_the_pose_tables_are_the_servers():
     render = pf("local.pose_render")
     assert tables["limbs"] == render.LIMBS and tables["body_25_to_coco"] == render.BODY_25_TO_COCO
     assert tables["parts"]["pose_keypoints_2d"] == 18 and tables["max_people"] == render.MAX_PEOPLE
+    assert tables["max_frames"] == pf("engines.pose").MAX_FRAMES and tables["max_side"] == pf("host.images").MAX_SIDE
     json.dumps(tables)

@@ -1,86 +1,79 @@
 // PoseForge's pose editor, on PF_PoseRender: the skeleton over the pose's source photo (when a
-// connected OpenPose Extract's photo comes from Load Image), joints dragged with the mouse, a
-// missing joint added (choose it, click where it goes) or a joint removed (right-click), people
-// added and deleted, a person flipped left/right, undo (button or Ctrl+Z). Hands and face points
-// are shown and can be dragged too. The pose lives in the node's `pose` widget as POSE_KEYPOINT
-// JSON in normalized coordinates, so it is saved with the workflow, survives a reload and travels
-// in API-format graphs; PF_PoseRender draws it instead of its keypoints input when it is set.
+// connected OpenPose Extract's photo comes from Load Image). A drag moves the picked joint, the limb
+// below it (a wrist takes its hand) or the whole person, as "drag" says; Shift+drag turns it and
+// Alt+drag scales it about its parent joint (a person: about its middle); the keys do the same in
+// steps (listed on the node). A missing joint is added (choose it, click where it goes), a joint
+// removed (right-click), people added, deleted and flipped; hands and face points are edited when
+// shown (hidden until asked). Several frames (a batch: one per extracted image) are stepped
+// through; the canvas size is set on the node; poses are kept in a library in the user's ComfyUI
+// data (pose_library.js). The pose lives in the node's `pose` widget as POSE_KEYPOINT JSON in
+// normalized coordinates (a frame, or a list of frames), so it is saved with the workflow and
+// travels in API-format graphs; PF_PoseRender draws it instead of its keypoints input when set.
 // Until the first edit the editor shows the connected OpenPose Extract's last result ("from
 // extract" copies it in); a pose JSON file dropped on the node is loaded ("save" writes one).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { BODY, FACE, HANDS, JOINTS, emptyFrame, flipPerson, parseFrames, pivot, refit, selection, standingPerson,
+  transform, triplets } from "./pose_model.js";
+import { deletePose, keepPose, listPoses, poseName, readPose } from "./pose_library.js";
 
 const NODE = "PF_PoseRender";
 // How the server draws and reads poses (GET /poseforge/pose_tables: local/pose_render.py's limbs,
 // colours, parts, bounds and BODY_25's conversion), fetched once before any node is made.
 let TABLES = null;
-const JOINTS = ["nose", "neck", "right shoulder", "right elbow", "right wrist", "left shoulder", "left elbow",
-  "left wrist", "right hip", "right knee", "right ankle", "left hip", "left knee", "left ankle", "right eye",
-  "left eye", "right ear", "left ear"];
-const MIRROR = [0, 1, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 10, 15, 14, 17, 16]; // a joint's left/right twin
-const STANDING = [[0.5, 0.14], [0.5, 0.26], [0.41, 0.26], [0.36, 0.42], [0.33, 0.57], [0.59, 0.26], [0.64, 0.42],
-  [0.67, 0.57], [0.45, 0.56], [0.45, 0.74], [0.45, 0.92], [0.55, 0.56], [0.55, 0.74], [0.55, 0.92], [0.48, 0.12],
-  [0.52, 0.12], [0.46, 0.13], [0.54, 0.13]];
 const HIT = 10; // pixels on screen within which a point is picked
 const UNDO = 50;
+const TURN = Math.PI / 36; // 5 degrees a key press
+const GROW = 1.05; // a key press's scale
+const SHORTCUTS = "drag: move · Shift+drag: turn · Alt+drag: scale · J/L/P: joint/limb/person · arrows: nudge " +
+  "(Shift ×10) · [ ]: turn 5° · − =: scale · Del: remove · H/F: hands/face · PgUp/PgDn: frame · Ctrl+Z: undo · " +
+  "right-click: remove a joint";
 
-function emptyFrame(width = 512, height = 512) {
-  return { people: [], canvas_width: width, canvas_height: height };
-}
-
-// A POSE_KEYPOINT frame (the first of a list) in normalized coordinates, from JSON text or an
-// object in the layouts comfyui_controlnet_aux and the common OpenPose editors write (a 25-point
-// BODY_25 body converted to COCO-18 as the server converts it); null if none.
+// A POSE_KEYPOINT frame (the first of a list) in normalized coordinates, or null (see pose_model.js).
 export function parsePose(source) {
-  let found = source;
-  if (typeof source === "string") {
-    if (!source.trim()) return null;
-    try { found = JSON.parse(source); } catch { return null; }
-  }
-  if (Array.isArray(found)) found = found[0];
-  if (!TABLES || !found || typeof found !== "object" || !Array.isArray(found.people)) return null;
-  const width = Number(found.canvas_width) || 512, height = Number(found.canvas_height) || 512;
-  const kept = found.people.slice(0, TABLES.max_people).filter((p) => p && typeof p === "object");
-  let largest = 0; // pixel or normalized coordinates: a loop, as a spread of a big pose overflows the stack
-  for (const p of kept) {
-    for (const part of Object.keys(TABLES.parts)) {
-      for (const [x, y, c] of triplets(p[part])) if (c > 0) largest = Math.max(largest, Math.abs(x), Math.abs(y));
-    }
-  }
-  const pixels = largest > 1.5;
-  const people = kept.map((p) => {
-    const person = {};
-    for (const [part, count] of Object.entries(TABLES.parts)) {
-      let points = triplets(p[part]);
-      if (part === "pose_keypoints_2d" && points.length === 25) points = TABLES.body_25_to_coco.map((i) => points[i]);
-      person[part] = points.length ? points.slice(0, count).flatMap(([x, y, c]) => c > 0
-        ? [pixels ? x / width : x, pixels ? y / height : y, 1] : [0, 0, 0]) : null;
-    }
-    const body = person.pose_keypoints_2d ?? [];
-    person.pose_keypoints_2d = body.concat(new Array(Math.max(0, 54 - body.length)).fill(0));
-    return person;
-  });
-  return { people, canvas_width: width, canvas_height: height };
-}
-
-function triplets(flat) {
-  if (!Array.isArray(flat)) return [];
-  const out = [];
-  for (let i = 0; i + 2 < flat.length; i += 3) out.push([Number(flat[i]), Number(flat[i + 1]), Number(flat[i + 2])]);
-  return out;
+  return parseFrames(source, TABLES)?.[0] ?? null;
 }
 
 function rgb([r, g, b], scale = 1) {
   return `rgb(${Math.round(r * scale)},${Math.round(g * scale)},${Math.round(b * scale)})`;
 }
 
+function control(tag, title, style = "") {
+  const e = document.createElement(tag);
+  e.title = title;
+  e.style.cssText = `font-size:11px;margin:0 2px 2px 0;${style}`;
+  e.addEventListener("pointerdown", (event) => event.stopPropagation()); // not a drag of the node
+  return e;
+}
+
 function button(label, title, onClick) {
-  const b = document.createElement("button");
+  const b = control("button", title, "padding:1px 5px;cursor:pointer");
   b.textContent = label;
-  b.title = title;
-  b.style.cssText = "font-size:11px;padding:1px 5px;margin:0 2px 2px 0;cursor:pointer";
   b.addEventListener("click", (e) => { e.stopPropagation(); onClick(); });
   return b;
+}
+
+function row(...children) {
+  const r = document.createElement("div");
+  r.style.cssText = "display:flex;flex-wrap:wrap;align-items:center";
+  r.append(...children);
+  return r;
+}
+
+function choice(title, options, onChange) {
+  const s = control("select", title);
+  s.replaceChildren(...options.map(([value, label]) => new Option(label, value)));
+  s.addEventListener("change", () => onChange(s.value));
+  return s;
+}
+
+function toggle(label, title, onChange) {
+  const box = control("input", title);
+  box.type = "checkbox";
+  box.addEventListener("change", () => onChange(box.checked));
+  const l = control("label", title, "display:inline-flex;align-items:center;color:#ccc");
+  l.append(box, label);
+  return [l, box];
 }
 
 class PoseEditor {
@@ -89,49 +82,79 @@ class PoseEditor {
     this.poseWidget = poseWidget;
     this.undo = [];
     this.person = 0;
+    this.frame = 0;
+    this.picked = null; // {person, part, index}: what the keys act on
     this.drag = null;
     this.photo = null;
     this.photoUrl = null;
+    this.shows = { hands: false, face: false };
     this.element = document.createElement("div");
     this.element.className = "pf-pose-editor";
     this.element.style.cssText = "display:flex;flex-direction:column;width:100%;height:100%;outline:none";
     this.element.tabIndex = 0;
+    this.people = choice("the person the buttons act on", [], (v) => { this.person = Number(v); this.refresh(); });
+    this.scope = choice("what a drag (and the keys) move: the joint, the limb below it, or the whole person",
+      [["joint", "drag: joint"], ["limb", "drag: limb"], ["person", "drag: person"]], () => this.refresh());
+    this.adding = choice("a missing joint: choose it, then click where it goes", [], () => {});
+    const [hands, handsBox] = toggle("hands", "show and edit hand points (H)", (on) => this.show("hands", on));
+    const [face, faceBox] = toggle("face", "show and edit face points (F)", (on) => this.show("face", on));
+    this.boxes = { hands: handsBox, face: faceBox };
+    this.frameLabel = control("span", "the frame shown: one per image of the batch", "color:#ccc;padding:0 3px");
+    this.size = ["canvas_width", "canvas_height"].map((name) => {
+      const input = control("input", `the pose's canvas ${name.slice(7)} in pixels (the pose keeps its shape)`,
+        "width:52px");
+      input.type = "number";
+      input.min = "8";
+      input.addEventListener("change", () => this.resize());
+      return input;
+    });
+    this.poseName = control("input", "the name to keep this pose under in your pose library", "width:90px");
+    this.poseName.placeholder = "pose name";
+    this.library = choice("your pose library (in ComfyUI's user data)", [], () => {});
+    this.deleting = null; // the library pose a first click on "delete" armed
+    this.deleteButton = button("delete", "delete the library pose (click twice)", () => this.forget());
     this.toolbar = document.createElement("div");
-    this.toolbar.style.cssText = "display:flex;flex-wrap:wrap;align-items:center";
-    this.people = document.createElement("select");
-    this.adding = document.createElement("select");
-    for (const s of [this.people, this.adding]) {
-      s.style.cssText = "font-size:11px;margin:0 2px 2px 0";
-      s.addEventListener("pointerdown", (e) => e.stopPropagation());
-    }
-    this.people.title = "the person the buttons act on";
-    this.adding.title = "a missing joint: choose it, then click where it goes";
-    this.people.addEventListener("change", () => { this.person = Number(this.people.value); this.refresh(); });
-    this.toolbar.append(this.people,
-      button("+ person", "add a standing person", () => this.addPerson()),
-      button("− person", "delete the chosen person", () => this.deletePerson()),
-      button("flip", "mirror the chosen person left/right", () => this.flip()),
-      button("undo", "undo the last change (Ctrl+Z)", () => this.stepBack()),
-      this.adding,
-      button("from extract", "copy the connected OpenPose Extract's last result", () => this.fromExtract()),
-      button("load", "load a pose JSON file", () => this.pickFile()),
-      button("save", "save this pose as a JSON file", () => this.save()),
-      button("clear", "forget the edit: keypoints are drawn again", () => this.commit(null)));
+    this.toolbar.append(
+      row(this.people, button("+ person", "add a standing person", () => this.addPerson()),
+        button("− person", "delete the chosen person", () => this.deletePerson()),
+        button("flip", "mirror the chosen person left/right", () => this.flip()),
+        button("undo", "undo the last change (Ctrl+Z)", () => this.stepBack()), this.scope, hands, face, this.adding),
+      row(button("◀", "the previous frame (PgUp)", () => this.step(-1)), this.frameLabel,
+        button("▶", "the next frame (PgDn)", () => this.step(1)),
+        button("+ frame", "a copy of this frame after it", () => this.addFrame()),
+        button("− frame", "delete this frame", () => this.deleteFrame()), ...this.size,
+        button("from extract", "copy the connected OpenPose Extract's last result (every frame)",
+          () => this.fromExtract()),
+        button("load", "load a pose JSON file", () => this.pickFile()),
+        button("save", "save this pose as a JSON file", () => this.save()),
+        button("clear", "forget the edit: keypoints are drawn again", () => this.commitFrames(null))),
+      row(this.poseName, button("keep", "keep this frame in your pose library under the name", () => this.keep()),
+        this.library, button("insert", "add the library pose's people to this frame", () => this.insert()),
+        this.deleteButton));
     this.canvas = document.createElement("canvas");
     this.canvas.style.cssText = "flex:1;min-height:0;width:100%;background:#111;touch-action:none;cursor:crosshair";
-    this.element.append(this.toolbar, this.canvas);
+    this.help = control("div", "keyboard shortcuts (click the pose first)", "color:#888;font-size:10px;line-height:12px");
+    this.help.textContent = SHORTCUTS;
+    this.element.append(this.toolbar, this.canvas, this.help);
     this.listen();
     this.refresh();
+    // the library is listed when the pointer first comes to the editor (ComfyUI answers 404 to the
+    // listing of a library nothing was kept in yet: a page that never edits a pose asks nothing)
+    this.element.addEventListener("pointerenter", () => this.loadLibrary(), { once: true });
   }
 
   // -- the pose: the edit, or (until the first edit) the connected extract's result --------------
-  edited() { return this.parsed(this.poseWidget.value); }
+  editedFrames() { return this.parsed(this.poseWidget.value); }
 
-  shown() { return this.edited() ?? this.extracted() ?? emptyFrame(); }
+  frames() { return this.editedFrames() ?? this.extracted() ?? [emptyFrame()]; }
 
-  parsed(text) { // parsePose, read again only when the text changes (a click looks at every point)
-    if (!this.cache || this.cache.text !== text) this.cache = { text, frame: parsePose(text) };
-    return this.cache.frame; // shared: change a copy (working)
+  edited() { return this.editedFrames()?.[this.frame] ?? null; }
+
+  shown() { return this.frames()[this.frame] ?? this.frames()[0]; }
+
+  parsed(text) { // parseFrames, read again only when the text changes (a click looks at every point)
+    if (!this.cache || this.cache.text !== text) this.cache = { text, frames: parseFrames(text, TABLES) };
+    return this.cache.frames; // shared: change a copy (working)
   }
 
   extractNode() {
@@ -141,18 +164,24 @@ class PoseEditor {
   }
 
   extracted() {
-    const origin = this.extractNode();
-    if (!origin?.pfOpenposeJson) return null;
-    if (!this.extractCache || this.extractCache.text !== origin.pfOpenposeJson) {
-      this.extractCache = { text: origin.pfOpenposeJson, frame: parsePose(origin.pfOpenposeJson) };
+    const text = this.extractNode()?.pfOpenposeJson;
+    if (!text) return null;
+    if (!this.extractCache || this.extractCache.text !== text) {
+      this.extractCache = { text, frames: parseFrames(text, TABLES) };
     }
-    return this.extractCache.frame;
+    return this.extractCache.frames;
   }
 
-  commit(frame) {
+  commit(frame) { // the shown frame changed
+    const frames = [...this.frames()];
+    frames[this.frame] = frame;
+    this.commitFrames(frames);
+  }
+
+  commitFrames(frames) {
     this.undo.push(this.poseWidget.value ?? "");
     if (this.undo.length > UNDO) this.undo.shift();
-    this.store(frame ? JSON.stringify(frame) : "");
+    this.store(frames ? JSON.stringify(frames.length === 1 ? frames[0] : frames) : "");
   }
 
   stepBack() {
@@ -166,48 +195,72 @@ class PoseEditor {
     this.node.setDirtyCanvas?.(true, true);
   }
 
-  working() { // a copy of what is shown, to change and commit
+  working() { // a copy of the frame shown, to change and commit
     return JSON.parse(JSON.stringify(this.shown()));
   }
 
+  // -- people ----------------------------------------------------------------------------------
   addPerson() {
     const frame = this.working();
-    frame.people.push({ pose_keypoints_2d: STANDING.flatMap(([x, y]) => [x, y, 1]), hand_left_keypoints_2d: null,
-      hand_right_keypoints_2d: null, face_keypoints_2d: null });
+    if (frame.people.length >= TABLES.max_people) return;
+    frame.people.push(standingPerson());
     this.person = frame.people.length - 1;
     this.commit(frame);
   }
 
-  deletePerson() {
+  deletePerson(index = this.person) {
     const frame = this.working();
-    if (!frame.people.length) return;
-    frame.people.splice(this.person, 1);
-    this.person = Math.max(0, Math.min(this.person, frame.people.length - 1));
+    if (!frame.people[index]) return;
+    frame.people.splice(index, 1);
+    this.person = Math.max(0, Math.min(index, frame.people.length - 1));
+    this.picked = null;
     this.commit(frame);
   }
 
   flip() {
     const frame = this.working();
-    const person = frame.people[this.person];
-    if (!person) return;
-    const body = triplets(person.pose_keypoints_2d);
-    const present = [...body, ...triplets(person.hand_left_keypoints_2d), ...triplets(person.hand_right_keypoints_2d),
-      ...triplets(person.face_keypoints_2d)].filter((p) => p[2] > 0);
-    if (!present.length) return;
-    const xs = present.map((p) => p[0]), centre = (Math.min(...xs) + Math.max(...xs)) / 2;
-    const mirror = (points) => points.map(([x, y, c]) => c > 0 ? [2 * centre - x, y, c] : [0, 0, 0]);
-    const mirrored = mirror(body);
-    person.pose_keypoints_2d = MIRROR.map((j) => mirrored[j] ?? [0, 0, 0]).flat();
-    const left = person.hand_left_keypoints_2d, right = person.hand_right_keypoints_2d;
-    person.hand_left_keypoints_2d = right ? mirror(triplets(right)).flat() : null;
-    person.hand_right_keypoints_2d = left ? mirror(triplets(left)).flat() : null;
-    if (person.face_keypoints_2d) person.face_keypoints_2d = mirror(triplets(person.face_keypoints_2d)).flat();
-    this.commit(frame);
+    if (frame.people[this.person] && flipPerson(frame.people[this.person])) this.commit(frame);
+  }
+
+  // -- frames and canvas -----------------------------------------------------------------------
+  step(by) {
+    const count = this.frames().length;
+    this.frame = (this.frame + by + count) % count;
+    this.picked = null;
+    this.refresh();
+  }
+
+  addFrame() {
+    const frames = [...this.frames()];
+    if (frames.length >= TABLES.max_frames) return;
+    frames.splice(this.frame + 1, 0, this.working());
+    this.frame += 1;
+    this.commitFrames(frames);
+  }
+
+  deleteFrame() {
+    const frames = [...this.frames()];
+    if (frames.length < 2) return;
+    frames.splice(this.frame, 1);
+    this.frame = Math.min(this.frame, frames.length - 1);
+    this.commitFrames(frames);
+  }
+
+  resize() { // every frame to the size asked: a batch is drawn at one size
+    const [width, height] = this.size.map((input) => Math.round(Number(input.value)));
+    if (!(width >= 8 && height >= 8 && width <= TABLES.max_side && height <= TABLES.max_side)) {
+      this.refresh(); // back to the size it has
+      return;
+    }
+    const frames = JSON.parse(JSON.stringify(this.frames())).map((f) => ({
+      ...f, people: refit(f.people, f.canvas_width, f.canvas_height, width, height), canvas_width: width,
+      canvas_height: height }));
+    this.commitFrames(frames);
   }
 
   fromExtract() {
     const found = this.extracted();
-    if (found) this.commit(found);
+    if (found) this.commitFrames(found);
   }
 
   pickFile() {
@@ -219,18 +272,71 @@ class PoseEditor {
   }
 
   async loadFile(file) {
-    const frame = parsePose(await file.text());
-    if (frame) this.commit(frame);
-    return !!frame;
+    const frames = parseFrames(await file.text(), TABLES);
+    if (frames) {
+      this.frame = 0;
+      this.commitFrames(frames);
+    }
+    return !!frames;
   }
 
   save() {
-    const blob = new Blob([JSON.stringify([this.shown()], null, 1)], { type: "application/json" });
+    const blob = new Blob([JSON.stringify(this.frames(), null, 1)], { type: "application/json" });
     const a = document.createElement("a");
     a.href = URL.createObjectURL(blob);
     a.download = "pose_keypoint.json";
     a.click();
     setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+  }
+
+  // -- the library -----------------------------------------------------------------------------
+  async loadLibrary(chosen = this.library.value) { // the names, listed again
+    let names = [];
+    try {
+      names = await listPoses();
+    } catch (e) {
+      console.warn(`PoseForge: ${e.message}`);
+    }
+    this.library.replaceChildren(new Option(names.length ? "library…" : "library: empty", ""),
+      ...names.map((n) => new Option(n, n)));
+    this.library.value = names.includes(chosen) ? chosen : "";
+    return names;
+  }
+
+  async keep() {
+    const name = poseName(this.poseName.value) || `pose ${new Date().toISOString().slice(0, 19).replace("T", " ")
+      .replaceAll(":", ".")}`;
+    await keepPose(name, [this.shown()]);
+    this.poseName.value = "";
+    return this.loadLibrary(name);
+  }
+
+  async insert(name = this.library.value) {
+    if (!name) return false;
+    const found = parseFrames(await readPose(name), TABLES)?.[0];
+    if (!found) return false;
+    const frame = this.working();
+    const room = TABLES.max_people - frame.people.length;
+    const people = refit(found.people, found.canvas_width, found.canvas_height, frame.canvas_width,
+      frame.canvas_height).slice(0, Math.max(0, room));
+    frame.people.push(...people);
+    if (people.length) this.person = frame.people.length - 1;
+    this.commit(frame);
+    return true;
+  }
+
+  async forget(name = this.library.value) {
+    if (!name) return;
+    if (this.deleting !== name) { // a first click arms, a second deletes
+      this.deleting = name;
+      this.deleteButton.textContent = "delete?";
+      setTimeout(() => { this.deleting = null; this.deleteButton.textContent = "delete"; }, 4000);
+      return;
+    }
+    this.deleting = null;
+    this.deleteButton.textContent = "delete";
+    await deletePose(name);
+    await this.loadLibrary("");
   }
 
   // -- geometry ------------------------------------------------------------------------------
@@ -242,7 +348,7 @@ class PoseEditor {
   }
 
   // The page position of a point (tests and tools use it to aim the mouse).
-  clientPoint(person, index, part = "pose_keypoints_2d", frame = this.shown()) {
+  clientPoint(person, index, part = BODY, frame = this.shown()) {
     const p = triplets(frame.people[person]?.[part])[index];
     if (!p || p[2] <= 0) return null;
     const rect = this.canvas.getBoundingClientRect(), v = this.view(frame);
@@ -254,12 +360,16 @@ class PoseEditor {
     return [(event.clientX - rect.left - v.x) / v.w, (event.clientY - rect.top - v.y) / v.h];
   }
 
+  visibleParts() {
+    return [BODY, ...(this.shows.hands ? HANDS : []), ...(this.shows.face ? [FACE] : [])];
+  }
+
   hit(event) {
     if (!TABLES) return null;
     const frame = this.shown(); // parsed once for all the points
     let best = null;
     frame.people.forEach((person, p) => {
-      for (const part of Object.keys(TABLES.parts)) {
+      for (const part of this.visibleParts()) {
         triplets(person[part]).forEach((pt, index) => {
           const at = pt[2] > 0 && this.clientPoint(p, index, part, frame);
           if (!at) return;
@@ -271,7 +381,64 @@ class PoseEditor {
     return best;
   }
 
-  // -- events ----------------------------------------------------------------------------------
+  show(what, on) {
+    this.shows[what] = on;
+    this.boxes[what].checked = on;
+    if (!on && this.picked && this.picked.part !== BODY) this.picked = null;
+    this.draw();
+  }
+
+  // -- changes by the mouse and the keys -------------------------------------------------------
+  // The picked points of the scope changed by `change` ({dx, dy} and/or {angle, scale} about the
+  // scope's pivot), on `frame` (a copy) from `person` as it was; the frame is returned.
+  changed(frame, person, pick, scope, change) {
+    const copy = JSON.parse(JSON.stringify(person));
+    const points = selection(copy, pick, scope);
+    transform(frame, copy, points, { ...change, centre: change.centre ?? pivot(copy, pick, scope, points) });
+    frame.people[pick.person] = copy;
+    return frame;
+  }
+
+  keyed(e) { // true when the key was the editor's
+    const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+    if (e.ctrlKey || e.metaKey || e.altKey) {
+      if (key !== "z" || e.altKey) return false;
+      this.stepBack();
+      return true;
+    }
+    const scope = { j: "joint", l: "limb", p: "person" }[key];
+    const shown = { h: "hands", f: "face" }[key];
+    const frameStep = { PageUp: -1, PageDown: 1 }[key];
+    if (scope) {
+      this.scope.value = scope;
+      this.draw();
+    } else if (shown) this.show(shown, !this.shows[shown]);
+    else if (frameStep) this.step(frameStep);
+    else return this.changeByKey(key, e.shiftKey ? 10 : 1);
+    return true;
+  }
+
+  changeByKey(key, far) { // the picked joint, limb or person nudged, turned, scaled or removed
+    const pick = this.picked, frame = this.working(), person = frame.people[pick?.person ?? -1];
+    if (!person || !(triplets(person[pick.part])[pick.index]?.[2] > 0)) return false;
+    const scope = this.scope.value;
+    const nudge = { ArrowLeft: [-far, 0], ArrowRight: [far, 0], ArrowUp: [0, -far], ArrowDown: [0, far] }[key];
+    const turn = scope !== "joint" && { "[": -TURN, "]": TURN }[key];
+    const scale = scope !== "joint" && { "-": 1 / GROW, "=": GROW, "+": GROW }[key];
+    if (nudge) this.commit(this.changed(frame, person, pick, scope, { dx: nudge[0] / frame.canvas_width,
+      dy: nudge[1] / frame.canvas_height }));
+    else if (turn) this.commit(this.changed(frame, person, pick, scope, { angle: turn }));
+    else if (scale) this.commit(this.changed(frame, person, pick, scope, { scale }));
+    else if (key !== "Delete" && key !== "Backspace") return false;
+    else if (scope === "person") this.deletePerson(pick.person);
+    else {
+      for (const [part, i] of selection(person, pick, scope)) person[part].splice(3 * i, 3, 0, 0, 0);
+      this.picked = null;
+      this.commit(frame);
+    }
+    return true;
+  }
+
   listen() {
     const c = this.canvas;
     c.addEventListener("pointerdown", (e) => {
@@ -285,31 +452,49 @@ class PoseEditor {
         const person = frame.people[this.person];
         if (person) {
           const [x, y] = this.normalized(e);
-          person.pose_keypoints_2d.splice(3 * Number(missing), 3, x, y, 1);
+          person[BODY].splice(3 * Number(missing), 3, x, y, 1);
           this.commit(frame);
         }
         return;
       }
       const found = this.hit(e);
-      if (!found) return;
+      this.picked = found && { person: found.person, part: found.part, index: found.index };
+      if (!found) return this.draw();
       this.person = found.person;
-      this.drag = { ...found, frame: this.working() };
+      const frame = this.working();
+      const how = e.shiftKey ? "turn" : e.altKey ? "scale" : "move";
+      this.drag = { pick: this.picked, frame, person: frame.people[found.person], how, from: this.normalized(e),
+        scope: this.scope.value };
       c.setPointerCapture(e.pointerId);
     });
     c.addEventListener("pointermove", (e) => {
-      if (!this.drag) return;
+      const d = this.drag;
+      if (!d) return;
       e.stopPropagation();
       const [x, y] = this.normalized(e);
-      const points = this.drag.frame.people[this.drag.person][this.drag.part];
-      points.splice(3 * this.drag.index, 2, x, y);
-      this.draw(this.drag.frame);
+      const w = d.frame.canvas_width, h = d.frame.canvas_height;
+      let change;
+      if (d.scope === "joint") {
+        const [px, py] = triplets(d.person[d.pick.part])[d.pick.index];
+        change = { dx: x - px, dy: y - py }; // the joint goes where the pointer is
+      } else if (d.how === "move") {
+        change = { dx: x - d.from[0], dy: y - d.from[1] };
+      } else {
+        const points = selection(d.person, d.pick, d.scope), centre = pivot(d.person, d.pick, d.scope, points);
+        const a = [(d.from[0] - centre[0]) * w, (d.from[1] - centre[1]) * h];
+        const b = [(x - centre[0]) * w, (y - centre[1]) * h];
+        change = d.how === "turn" ? { angle: Math.atan2(b[1], b[0]) - Math.atan2(a[1], a[0]), centre }
+          : { scale: Math.min(20, Math.max(0.05, Math.hypot(...b) / (Math.hypot(...a) || 1))), centre };
+      }
+      d.shown = this.changed({ ...d.frame, people: [...d.frame.people] }, d.person, d.pick, d.scope, change);
+      this.draw(d.shown);
     });
     const finish = (e) => {
-      if (!this.drag) return;
+      const d = this.drag;
+      if (!d) return;
       e.stopPropagation();
-      const { frame } = this.drag;
       this.drag = null;
-      this.commit(frame);
+      if (d.shown) this.commit(d.shown);
     };
     c.addEventListener("pointerup", finish);
     c.addEventListener("pointercancel", finish);
@@ -323,11 +508,10 @@ class PoseEditor {
       this.commit(frame);
     });
     this.element.addEventListener("keydown", (e) => {
-      if ((e.ctrlKey || e.metaKey) && e.key === "z") {
-        e.preventDefault();
-        e.stopPropagation();
-        this.stepBack();
-      }
+      if (["INPUT", "SELECT", "TEXTAREA"].includes(e.target?.tagName)) return; // typing in a field
+      if (this.keyed(e)) e.preventDefault();
+      else if (e.key !== "Delete" && e.key !== "Backspace") return; // the graph's keys (Ctrl+S, ...) pass
+      e.stopPropagation(); // Delete in the editor never removes the node
     });
     this.element.addEventListener("dragover", (e) => e.preventDefault());
     this.element.addEventListener("drop", (e) => {
@@ -355,14 +539,20 @@ class PoseEditor {
   }
 
   refresh() {
-    const frame = this.shown();
+    const frames = this.frames();
+    this.frame = Math.max(0, Math.min(this.frame, frames.length - 1));
+    this.frameLabel.textContent = `frame ${this.frame + 1}/${frames.length}`;
+    const frame = frames[this.frame];
     const count = frame.people.length;
     this.person = Math.max(0, Math.min(this.person, count - 1));
     this.people.replaceChildren(...Array.from({ length: count }, (_, i) => new Option(`person ${i + 1}`, String(i))));
     this.people.value = String(this.person);
-    const body = triplets(frame.people[this.person]?.pose_keypoints_2d);
+    const body = triplets(frame.people[this.person]?.[BODY]);
     const missing = JOINTS.map((name, i) => [name, i]).filter(([, i]) => !(body[i]?.[2] > 0));
     this.adding.replaceChildren(new Option("add a joint…", ""), ...missing.map(([n, i]) => new Option(`add ${n}`, String(i))));
+    this.size.forEach((input, i) => {
+      if (document.activeElement !== input) input.value = String(i ? frame.canvas_height : frame.canvas_width);
+    });
     const url = this.sourcePhoto();
     if (url !== this.photoUrl) {
       this.photoUrl = url;
@@ -393,60 +583,58 @@ class PoseEditor {
       ctx.globalAlpha = 1;
     }
     const at = ([x, y]) => [v.x + x * v.w, v.y + y * v.h];
+    const dot = (pt, r, colour) => {
+      ctx.fillStyle = colour;
+      ctx.beginPath();
+      ctx.arc(...at(pt), r, 0, 2 * Math.PI);
+      ctx.fill();
+    };
+    const line = (a, b, width, colour) => {
+      ctx.strokeStyle = colour;
+      ctx.lineWidth = width;
+      ctx.beginPath();
+      ctx.moveTo(...at(a));
+      ctx.lineTo(...at(b));
+      ctx.stroke();
+    };
     const preview = !this.edited();
     frame.people.forEach((person, p) => {
       ctx.globalAlpha = preview ? 0.6 : (p === this.person ? 1 : 0.75);
-      const body = triplets(person.pose_keypoints_2d);
+      const body = triplets(person[BODY]);
       TABLES.limbs.forEach(([a, b], i) => {
         const pa = body[a - 1], pb = body[b - 1];
-        if (!(pa?.[2] > 0 && pb?.[2] > 0)) return;
-        ctx.strokeStyle = rgb(TABLES.colours[i], 0.6);
-        ctx.lineWidth = 5;
-        ctx.beginPath();
-        ctx.moveTo(...at(pa));
-        ctx.lineTo(...at(pb));
-        ctx.stroke();
+        if (pa?.[2] > 0 && pb?.[2] > 0) line(pa, pb, 5, rgb(TABLES.colours[i], 0.6));
       });
-      body.forEach((pt, i) => {
-        if (!(pt[2] > 0)) return;
-        ctx.fillStyle = rgb(TABLES.colours[i]);
-        ctx.beginPath();
-        ctx.arc(...at(pt), 4, 0, 2 * Math.PI);
-        ctx.fill();
-      });
-      for (const side of ["hand_left_keypoints_2d", "hand_right_keypoints_2d"]) {
-        const hand = triplets(person[side]);
-        TABLES.hand_edges.forEach(([a, b], i) => {
-          if (!(hand[a]?.[2] > 0 && hand[b]?.[2] > 0)) return;
-          ctx.strokeStyle = rgb(TABLES.hand_colours[i]);
-          ctx.lineWidth = 1.5;
-          ctx.beginPath();
-          ctx.moveTo(...at(hand[a]));
-          ctx.lineTo(...at(hand[b]));
-          ctx.stroke();
-        });
-        hand.forEach((pt) => {
-          if (!(pt[2] > 0)) return;
-          ctx.fillStyle = "#00f";
-          ctx.beginPath();
-          ctx.arc(...at(pt), 2.5, 0, 2 * Math.PI);
-          ctx.fill();
-        });
+      body.forEach((pt, i) => pt[2] > 0 && dot(pt, 4, rgb(TABLES.colours[i])));
+      if (this.shows.hands) {
+        for (const side of HANDS) {
+          const hand = triplets(person[side]);
+          TABLES.hand_edges.forEach(([a, b], i) => {
+            if (hand[a]?.[2] > 0 && hand[b]?.[2] > 0) line(hand[a], hand[b], 1.5, rgb(TABLES.hand_colours[i]));
+          });
+          hand.forEach((pt) => pt[2] > 0 && dot(pt, 2.5, "#00f"));
+        }
       }
-      triplets(person.face_keypoints_2d).forEach((pt) => {
-        if (!(pt[2] > 0)) return;
-        ctx.fillStyle = "#fff";
-        ctx.beginPath();
-        ctx.arc(...at(pt), 1.8, 0, 2 * Math.PI);
-        ctx.fill();
-      });
+      if (this.shows.face) triplets(person[FACE]).forEach((pt) => pt[2] > 0 && dot(pt, 1.8, "#fff"));
     });
     ctx.globalAlpha = 1;
+    const pick = this.picked, person = frame.people[pick?.person ?? -1];
+    if (person && triplets(person[pick.part])[pick.index]?.[2] > 0) { // what the keys and a drag act on
+      ctx.strokeStyle = "#ff0";
+      ctx.lineWidth = 1;
+      for (const [part, i] of selection(person, pick, this.scope.value)) {
+        ctx.beginPath();
+        ctx.arc(...at(triplets(person[part])[i]), part === BODY ? 7 : 4, 0, 2 * Math.PI);
+        ctx.stroke();
+      }
+    }
     ctx.fillStyle = "#aaa";
     ctx.font = "11px sans-serif";
+    const hidden = frame.people.some((q) => (!this.shows.hands && HANDS.some((h) => q[h])) || (!this.shows.face && q[FACE]));
     const note = preview ? (frame.people.length ? "the connected extract's pose: edit it to keep a copy" :
-      "no pose: + person, load a file, or run a connected OpenPose Extract") : "edited pose (drawn instead of keypoints)";
-    ctx.fillText(note, 6, c.clientHeight - 6);
+      "no pose: + person, load a file, insert from the library, or run a connected OpenPose Extract") :
+      "edited pose (drawn instead of keypoints)";
+    ctx.fillText(note + (hidden ? " · hands/face hidden: tick them to edit" : ""), 6, c.clientHeight - 6);
   }
 }
 
@@ -470,11 +658,11 @@ app.registerExtension({
       poseWidget.computeSize = () => [0, -4];
       const editor = new PoseEditor(this, poseWidget);
       const widget = this.addDOMWidget("pose_editor", "pf_pose_editor", editor.element, {
-        serialize: false, getValue: () => undefined, setValue: () => {}, getMinHeight: () => 300,
+        serialize: false, getValue: () => undefined, setValue: () => {}, getMinHeight: () => 380,
       });
       widget.serialize = false;
       this.pfEditor = editor;
-      this.setSize([Math.max(this.size[0], 360), Math.max(this.size[1], 560)]);
+      this.setSize([Math.max(this.size[0], 420), Math.max(this.size[1], 680)]);
       const poseCallback = poseWidget.callback;
       poseWidget.callback = function () { editor.refresh(); return poseCallback?.apply(this, arguments); };
       return result;
