@@ -476,3 +476,243 @@ def test_a_huge_pose_in_a_workflow_loads_and_stays_editable(editor, site):
                                    "try { e.hit({clientX: p.x, clientY: p.y}); } finally { JSON.parse = real; }"
                                    "return n;")
     assert parses == 0  # the click found its point in the pose already read
+
+
+def drag(driver, start, end, steps=6, keys=()):
+    """A real drag from `start` to `end` (page points) with `keys` (selenium Keys) held."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    actions = ActionChains(driver)
+    for key in keys:
+        actions.key_down(key)
+    pointer = actions.w3c_actions.pointer_action
+    pointer.move_to_location(round(start[0]), round(start[1]))
+    pointer.pointer_down()
+    for k in range(1, steps + 1):
+        pointer.move_to_location(round(start[0] + (end[0] - start[0]) * k / steps),
+                                 round(start[1] + (end[1] - start[1]) * k / steps))
+    pointer.pointer_up()
+    for key in keys:
+        actions.key_up(key)
+    actions.perform()
+
+
+def press(driver, key, shift=False):
+    """A key pressed in the editor (focused as a click on it focuses it, without clicking the pose)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver.execute_script(f"{EDITOR}.element.focus();")
+    actions = ActionChains(driver)
+    if shift:
+        actions.key_down(Keys.SHIFT)
+    actions.send_keys(key)
+    if shift:
+        actions.key_up(Keys.SHIFT)
+    actions.perform()
+
+
+def page_point(driver, x, y):
+    """The page position of the normalized point (x, y) of the editor's canvas."""
+    rect = driver.execute_script(f"return {EDITOR}.canvas.getBoundingClientRect();")
+    view = driver.execute_script(f"return {EDITOR}.view();")
+    return rect["left"] + view["x"] + x * view["w"], rect["top"] + view["y"] + y * view["h"]
+
+
+def joints(frame, person=0):
+    flat = frame["people"][person]["pose_keypoints_2d"]
+    return [flat[3 * j:3 * j + 3] for j in range(18)]
+
+
+def set_scope(driver, scope):
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.execute_script(f"return {EDITOR}.scope;")).select_by_value(scope)
+
+
+def saved_map(url, base, driver, prefix, count=1):
+    """Queue the graph in the editor; the images Save Image wrote under `prefix` (RGB, as saved)."""
+    before = len(call(url + "/history"))
+    driver.execute_script("window.app.queuePrompt(0, 1)")
+    first = wait_for_saved(url, prefix, before)
+    entry = next(e for e in list(call(url + "/history").values())[before:]
+                 if any(i["filename"] == first["filename"] for o in e["outputs"].values() for i in o.get("images", [])))
+    saved = [i for o in entry["outputs"].values() for i in o.get("images", []) if i["filename"].startswith(prefix)]
+    assert len(saved) == count
+    return [Image.open(base / "output" / i["subfolder"] / i["filename"]).convert("RGB") for i in saved]
+
+
+def test_a_whole_person_and_a_limb_move_turn_and_scale_and_the_saved_map_shows_it(editor, site):
+    """Person scope: a drag of any joint moves every joint by the drag; limb scope: the elbow takes the
+    wrist, the rest stays; Shift+drag turns the left forearm about its elbow by the angle dragged; the
+    keys turn and scale a limb in 5° and 5 % steps; Delete in the editor removes the joint, not the
+    node. Then the map ComfyUI saves has each joint's colour where the editor put it."""
+    import math
+
+    from selenium.webdriver.common.keys import Keys
+
+    url, base, vue = site
+    driver = editor
+    load_editor(driver, pose_graph(url))
+    tables = driver.execute_script("return fetch('/poseforge/pose_tables').then((r) => r.json());")
+    get = "return " + EDITOR
+    set_scope(driver, "person")
+    shift = (0.12, -0.05)
+    start = driver.execute_script(get + ".clientPoint(0, 1);")  # the neck
+    view = driver.execute_script(get + ".view();")
+    drag(driver, (start["x"], start["y"]), (start["x"] + shift[0] * view["w"], start["y"] + shift[1] * view["h"]))
+    moved = until(lambda: (f := pose_value(driver)) and joints(f)[0][0] != STANDING[0][0] and f, "the person moved")
+    tolerance = 1.5 / view["w"]
+    for (x, y), (mx, my, c) in zip(STANDING, joints(moved)):
+        assert (mx, my) == (pytest.approx(x + shift[0], abs=tolerance), pytest.approx(y + shift[1], abs=tolerance))
+    before = joints(moved)
+    set_scope(driver, "limb")
+    elbow = driver.execute_script(get + ".clientPoint(0, 3);")  # the right elbow takes the right wrist
+    drag(driver, (elbow["x"], elbow["y"]), (elbow["x"] - 0.06 * view["w"], elbow["y"] + 0.04 * view["h"]))
+    limb = until(lambda: (f := pose_value(driver)) and joints(f)[3] != before[3] and joints(f), "the limb moved")
+    delta = (limb[3][0] - before[3][0], limb[3][1] - before[3][1])
+    assert delta == (pytest.approx(-0.06, abs=tolerance), pytest.approx(0.04, abs=tolerance))
+    assert limb[4][:2] == pytest.approx([before[4][0] + delta[0], before[4][1] + delta[1]], abs=1e-6)
+    assert [j for k, j in enumerate(limb) if k not in (3, 4)] == [j for k, j in enumerate(before) if k not in (3, 4)]
+    # Shift+drag the left wrist a quarter turn about its elbow (a square canvas: the angle on screen)
+    elbow, wrist = limb[6], limb[7]
+    radius = (wrist[0] - elbow[0], wrist[1] - elbow[1])
+    turned = (elbow[0] - radius[1], elbow[1] + radius[0])  # +90° on screen (y down)
+    arc = [(elbow[0] + math.cos(a) * radius[0] - math.sin(a) * radius[1],
+            elbow[1] + math.sin(a) * radius[0] + math.cos(a) * radius[1]) for a in (0, math.pi / 4, math.pi / 2)]
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    actions = ActionChains(driver)
+    actions.key_down(Keys.SHIFT)
+    pointer = actions.w3c_actions.pointer_action
+    pointer.move_to_location(*[round(v) for v in page_point(driver, *arc[0])])
+    pointer.pointer_down()
+    for point in arc[1:]:
+        pointer.move_to_location(*[round(v) for v in page_point(driver, *point)])
+    pointer.pointer_up()
+    actions.key_up(Keys.SHIFT)
+    actions.perform()
+    after = until(lambda: (j := joints(pose_value(driver)))[7] != wrist and j, "the forearm turned")
+    assert after[7][:2] == pytest.approx(turned, abs=2 * tolerance) and after[6] == elbow
+    # keys: ] turns the picked limb 5° about its parent, = scales it 5 %, both about the elbow
+    canvas = driver.execute_script(get + ".canvas;")
+    press(driver, "]")
+    keyed = until(lambda: (j := joints(pose_value(driver)))[7] != after[7] and j, "the ] key")
+    angle = lambda j: math.atan2(j[7][1] - j[6][1], j[7][0] - j[6][0])
+    assert angle(keyed) - angle(after) == pytest.approx(math.radians(5), abs=1e-6)
+    press(driver, "=")
+    scaled = until(lambda: (j := joints(pose_value(driver)))[7] != keyed[7] and j, "the = key")
+    length = lambda j: math.dist(j[7][:2], j[6][:2])
+    assert length(scaled) / length(keyed) == pytest.approx(1.05, abs=1e-6)
+    count = driver.execute_script("return window.app.graph._nodes.length")
+    nose = driver.execute_script(get + ".clientPoint(0, 0);")
+    set_scope(driver, "joint")
+    ActionChains(driver).move_to_element_with_offset(canvas, 0, 0).perform()
+    drag(driver, (nose["x"], nose["y"]), (nose["x"], nose["y"]), steps=1)  # a click picks the nose
+    press(driver, Keys.DELETE)
+    final = until(lambda: (j := joints(pose_value(driver)))[0] == [0, 0, 0] and j, "Delete removed the nose")
+    assert driver.execute_script("return window.app.graph._nodes.length") == count  # the node stays
+    [saved] = saved_map(url, base, driver, "pf_edited")
+    for j in (1, 4, 6, 7, 10):  # each joint's colour where it now is
+        x, y = round(final[j][0] * 512), round(final[j][1] * 512)
+        assert saved.getpixel((x, y)) == tuple(tables["colours"][j]), (j, vue)
+    old = (round(STANDING[7][0] * 512), round(STANDING[7][1] * 512))
+    assert saved.getpixel(old) != tuple(tables["colours"][7])
+    if SHOTS:
+        driver.save_screenshot(os.path.join(SHOTS, f"pose_editor_bodies_{'vue' if vue else 'classic'}.png"))
+
+
+def test_frames_canvas_size_and_hands_in_the_editor(editor, site):
+    """Two frames (a copy added, its person nudged with the arrow keys) are drawn as a batch of two
+    maps; the canvas made 768 x 512 keeps the pose's shape; hand points are out of reach until shown,
+    then dragged."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    url, base, _ = site
+    driver = editor
+    load_editor(driver, pose_graph(url))
+    get = "return " + EDITOR
+    click(driver, "+ frame")
+    frames = until(lambda: isinstance(v := pose_value(driver), list) and len(v) == 2 and v, "a second frame")
+    assert frames[0] == frames[1] and driver.execute_script(get + ".frameLabel.textContent;") == "frame 2/2"
+    neck = driver.execute_script(get + ".clientPoint(0, 1);")
+    set_scope(driver, "person")
+    drag(driver, (neck["x"], neck["y"]), (neck["x"], neck["y"]), steps=1)  # picks the person
+    press(driver, Keys.ARROW_RIGHT, shift=True)  # 10 px right
+    press(driver, Keys.ARROW_DOWN)  # 1 px down
+    nudged = until(lambda: (v := pose_value(driver))[1] != frames[1] and joints(v[1])[0][1] != STANDING[0][1] and v,
+                   "the arrows")
+    for (x, y), (mx, my, _) in zip(STANDING, joints(nudged[1])):
+        assert (mx, my) == (pytest.approx(x + 10 / 512), pytest.approx(y + 1 / 512))
+    assert nudged[0] == frames[0]
+    press(driver, Keys.PAGE_UP)
+    until(lambda: driver.execute_script(get + ".frameLabel.textContent;") == "frame 1/2", "PgUp")
+    width = driver.execute_script(get + ".size[0];")
+    width.clear()
+    width.send_keys("768", Keys.ENTER)
+    resized = until(lambda: (v := pose_value(driver))[0]["canvas_width"] == 768 and v, "the canvas resized")
+    assert all((f["canvas_width"], f["canvas_height"]) == (768, 512) for f in resized)
+    for (x, y), (mx, my, _) in zip(STANDING, joints(resized[0])):  # the same pixels, centred on a wider canvas
+        assert (mx * 768, my * 512) == (pytest.approx(x * 512 + 128), pytest.approx(y * 512))
+    driver.execute_script("const n = window.app.graph._nodes.find((n) => n.type === 'PF_PoseRender');"
+                          "for (const w of n.widgets) if (w.name === 'width' || w.name === 'height') w.value = 0;")
+    one, two = saved_map(url, base, driver, "pf_edited", count=2)  # width, height 0: the canvas's size
+    assert one.size == two.size == (768, 512)
+    tables = driver.execute_script("return fetch('/poseforge/pose_tables').then((r) => r.json());")
+    for img, frame in ((one, resized[0]), (two, resized[1])):
+        x, y = joints(frame)[4][:2]
+        assert img.getpixel((round(x * 768), round(y * 512))) == tuple(tables["colours"][4])
+    # hands: a person with a right hand at the wrist, dropped as a file
+    hand_points = [v for k in range(21) for v in (0.33 + 0.01 * (k % 5), 0.6 + 0.01 * (k // 5), 1.0)]
+    person = {"pose_keypoints_2d": [v for x, y in STANDING for v in (x, y, 1.0)], "hand_right_keypoints_2d": hand_points}
+    drop(driver, json.dumps({"people": [person], "canvas_width": 512, "canvas_height": 512}))
+    until(lambda: isinstance(v := pose_value(driver), dict) and v["people"][0].get("hand_right_keypoints_2d"), "the hand")
+    tip = driver.execute_script(get + ".clientPoint(0, 20, 'hand_right_keypoints_2d');")
+    assert driver.execute_script(get + ".hit({clientX: arguments[0], clientY: arguments[1]});", tip["x"], tip["y"]) \
+        is None or driver.execute_script(get + ".hit({clientX: arguments[0], clientY: arguments[1]}).part;",
+                                         tip["x"], tip["y"]) == "pose_keypoints_2d"  # hidden: not reachable
+    click_box = driver.execute_script(get + ".boxes.hands;")
+    click_box.click()
+    set_scope(driver, "joint")
+    drag(driver, (tip["x"], tip["y"]), (tip["x"] + 30, tip["y"] - 20))
+    until(lambda: pose_value(driver)["people"][0]["hand_right_keypoints_2d"][60] != hand_points[60], "the hand point")
+
+
+def test_a_pose_kept_in_the_library_is_listed_after_a_reload_and_inserts(editor, site):
+    """The library is ComfyUI's user data: "keep" writes user/default/poseforge/poses/<name>.json
+    through /userdata; after a reload the name is listed and "insert" adds its people; "delete"
+    (twice) removes the file."""
+    url, base, vue = site
+    driver = editor
+    name = f"arms up {'vue' if vue else 'classic'}"
+    load_editor(driver, pose_graph(url))
+    get = "return " + EDITOR
+    click(driver, "flip")  # a pose of its own, to know it again
+    kept = until(lambda: (v := pose_value(driver))["people"][0]["pose_keypoints_2d"][0] != STANDING[0][0] or v, "flip")
+    driver.execute_script(get + ".poseName;").send_keys(name)
+    click(driver, "keep")
+    stored = base / "user" / "default" / "poseforge" / "poses" / f"{name}.json"
+    until(stored.exists, "the kept pose in ComfyUI's user data")
+    assert json.loads(stored.read_text()) == [pose_value(driver)]
+    driver.refresh()
+    wait_for_app(driver)
+    empty = pose_graph(url)
+    render = next(n for n in empty["nodes"] if n["type"] == "PF_PoseRender")
+    index = next(k for k, v in enumerate(render["widgets_values"]) if isinstance(v, str) and v.startswith("{"))
+    render["widgets_values"][index] = json.dumps({"people": [], "canvas_width": 512, "canvas_height": 512})
+    load_editor(driver, empty)
+    names = driver.execute_async_script("const done = arguments[arguments.length - 1];"
+                                        f"{EDITOR}.loadLibrary().then(done);")
+    assert name in names
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.execute_script(get + ".library;")).select_by_value(name)
+    click(driver, "insert")
+    inserted = until(lambda: pose_value(driver)["people"] and pose_value(driver), "the library pose inserted")
+    assert inserted["people"] == json.loads(stored.read_text())[0]["people"]
+    click(driver, "delete")
+    click(driver, "delete?")  # the second click deletes
+    until(lambda: not stored.exists(), "the library pose deleted")
+    until(lambda: name not in [o.get_attribute("value") for o in
+                               Select(driver.execute_script(get + ".library;")).options], "the list without it")
