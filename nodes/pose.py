@@ -56,8 +56,9 @@ class PF_PoseRender:
     FUNCTION = "render"
     DESCRIPTION = ("Draw OpenPose maps from POSE_KEYPOINT (normalized or pixel coordinates, e.g. from "
                    "controlnet_aux, DWPose, ComfyUI's pose nodes or an editor), or from the pose edited on the "
-                   "node: drag joints, add or remove joints and people, flip, undo; load a connected OpenPose "
-                   "Extract's result or a pose file, save it as a file.")
+                   "node: move, turn and scale joints, limbs and whole people, hands and face; add or remove "
+                   "joints and people, flip, undo; frames of a batch; canvas size; a pose library in your "
+                   "ComfyUI user data; a connected OpenPose Extract's result or a pose file, saved as a file.")
 
     @classmethod
     def INPUT_TYPES(cls):
