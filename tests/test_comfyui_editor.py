@@ -284,8 +284,9 @@ def test_the_editor_takes_the_extracted_pose_over_its_photo(editor, site):
                     {"image": (photo, 0)}, size=(300, 300))
     render = g.add("PF_PoseRender", (380, 40), {"width": 512, "height": 512}, {"keypoints": (extract, 1)},
                    size=(440, 680))
-    prefix = "pf_from_extract" + ("_vue" if site[2] else "")  # a prompt of its own: ComfyUI would send a cached
-    g.add("SaveImage", (860, 40), {"filename_prefix": prefix}, {"images": (render, 0)}, size=(300, 300))  # run nothing
+    # a prompt of its own on each rendering: a run ComfyUI finds cached sends the extract's result to nobody
+    prefix = "pf_from_extract" + ("_vue" if site[2] else "")
+    g.add("SaveImage", (860, 40), {"filename_prefix": prefix}, {"images": (render, 0)}, size=(300, 300))
     load_editor(driver, g.ui())
     get = "return " + EDITOR
     assert "poseforge_astronaut.jpg" in driver.execute_script(get + ".photoUrl;")  # the photo behind the skeleton
