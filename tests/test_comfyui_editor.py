@@ -5,6 +5,7 @@ API export; the price shown before a Segmind run is the endpoint table's; ComfyU
 arrives over the websocket during a slow (fake) Segmind run; the routes answer only booleans,
 labels and prices. POSEFORGE_SCREENSHOTS=<dir> keeps screenshots of the editor and a hosted run."""
 import asyncio
+import collections
 import json
 import os
 import struct
@@ -28,18 +29,21 @@ STANDING = [[0.5, 0.14], [0.5, 0.26], [0.41, 0.26], [0.36, 0.42], [0.33, 0.57], 
 FRONTENDS = {"pinned": ("comfyui", False), "newest": ("comfyui_newest", False), "newest-vue": ("comfyui_newest", True)}
 
 
+Site = collections.namedtuple("Site", "url base vue shots")
+
+
 @pytest.fixture(params=list(FRONTENDS))
 def site(request):
     """The ComfyUI an editor test runs on: the frontend 0.3.64 pins, the newest one in its classic canvas,
-    and the newest one in its Vue node rendering: (url, base directory, Vue nodes on)."""
+    and the newest one in its Vue node rendering. Screenshots (for the README) come from the first."""
     server, vue = FRONTENDS[request.param]
     url, base = request.getfixturevalue(server)
-    return url, base, vue
+    return Site(url, base, vue, SHOTS if request.param == "pinned" else None)
 
 
 @pytest.fixture
 def editor(site):
-    url, _, vue = site
+    url, vue = site.url, site.vue
     settings = [("Comfy.TutorialCompleted", True), ("Comfy.Minimap.Visible", False), ("Comfy.VueNodes.Enabled", vue)]
     for setting, value in settings:
         call(f"{url}/settings/{setting}", value)
@@ -133,7 +137,7 @@ def wait_for_saved(url, prefix, after):
 def test_a_dragged_joint_lands_where_it_was_dropped_survives_a_reload_and_is_exported(editor, site):
     from selenium.webdriver.common.action_chains import ActionChains
 
-    url, base, _ = site
+    url, base = site.url, site.base
     driver = editor
     load_editor(driver, pose_graph(url))
     start = driver.execute_script("const n = window.app.graph._nodes.find((n) => n.type === 'PF_PoseRender');"
@@ -179,7 +183,7 @@ def test_remove_add_flip_load_and_undo_in_the_editor(editor, site):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select
 
-    url, _, _ = site
+    url = site.url
     driver = editor
     load_editor(driver, pose_graph(url))
     get = "return " + EDITOR
@@ -244,7 +248,7 @@ def drop(driver, text, name="pose.json"):
 def test_a_body_25_file_is_drawn_as_the_server_converts_it(editor, site):
     """BODY_25 (OpenPose's 25-point body: MidHip at 8, the feet after 18): MidHip dropped, the hips in
     their COCO places, as PF_PoseRender converts it; the editor's tables are the server's."""
-    url, _, _ = site
+    url = site.url
     driver = editor
     load_editor(driver, pose_graph(url))
     tables = driver.execute_script("return fetch('/poseforge/pose_tables').then((r) => r.json());")
@@ -275,13 +279,13 @@ def test_the_editor_takes_the_extracted_pose_over_its_photo(editor, site):
 
     from readme_pictures import ASTRONAUT
 
-    url, _, _ = site
+    url = site.url
     driver = editor
     g = workflows.Graph(call(url + "/object_info"))
     photo = g.add("LoadImage", (40, 40), {"image": "poseforge_astronaut.jpg"}, size=(300, 360))
     # a run of its own on each rendering (stick_width): ComfyUI resends no result of a node it finds cached
     extract = g.add("PF_OpenPoseExtract", (40, 430), {"detect_hands": False, "detect_face": False,
-                                                         "detector": "dwpose", "stick_width": 5 if site[2] else 4},
+                                                         "detector": "dwpose", "stick_width": 5 if site.vue else 4},
                     {"image": (photo, 0)}, size=(300, 300))
     render = g.add("PF_PoseRender", (380, 40), {"width": 512, "height": 512}, {"keypoints": (extract, 1)},
                    size=(440, 680))
@@ -308,7 +312,7 @@ def test_the_editor_takes_the_extracted_pose_over_its_photo(editor, site):
     for mine, theirs in zip(copied["people"], found["people"], strict=True):  # present points keep c = 1
         assert mine["pose_keypoints_2d"] == pytest.approx(
             [v if k % 3 != 2 else float(v > 0) for k, v in enumerate(theirs["pose_keypoints_2d"])])
-    if SHOTS:  # the README's picture: keypoints placed by hand on the photo, with hands
+    if site.shots:  # the README's picture: keypoints placed by hand on the photo, with hands
         body = [v for x, y in ASTRONAUT for v in (x, y, 1.0 if x or y else 0.0)]
         frame = [{"people": [{"pose_keypoints_2d": body, "hand_right_keypoints_2d": hand(ASTRONAUT[4], -math.pi / 2),
                               "hand_left_keypoints_2d": hand(ASTRONAUT[7], -2 * math.pi / 3)}],
@@ -316,11 +320,12 @@ def test_the_editor_takes_the_extracted_pose_over_its_photo(editor, site):
         driver.execute_async_script("const done = arguments[arguments.length - 1];"
                                     + get + ".loadFile(new File([arguments[0]], 'pose.json')).then(done);",
                                     json.dumps(frame))
+        driver.execute_script(get + ".show('hands', true);")
         before = len(call(url + "/history"))
         driver.execute_script("window.app.queuePrompt(0, 1)")  # Save Image shows the edited map
         wait_for_saved(url, "pf_from_extract", before)
         time.sleep(1.0)
-        driver.save_screenshot(os.path.join(SHOTS, "pose_editor.png"))
+        driver.save_screenshot(os.path.join(site.shots, "pose_editor.png"))
 
 
 def shown_texts(driver, kind, field="pfPriceText"):
@@ -329,7 +334,7 @@ def shown_texts(driver, kind, field="pfPriceText"):
 
 
 def test_the_price_shown_before_a_segmind_run_is_the_servers_plan(editor, site):
-    url, _, _ = site
+    url = site.url
     driver = editor
     table = json.load(open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "segmind", "endpoints.json")))
     driver.execute_async_script(LOAD, UI["sdxl_openpose_codeformer_segmind"])
@@ -412,7 +417,7 @@ def test_progress_text_arrives_during_a_slow_segmind_run(comfyui, segmind):
 
 
 def test_a_hosted_run_in_the_editor_shows_its_price_then_its_progress(editor, site, segmind):
-    url, _, vue = site
+    url, vue = site.url, site.vue
     driver = editor
     g = workflows.Graph(call(url + "/object_info"))
     prompt = "a dancer, studio light" + (" (vue)" if vue else "")  # not ComfyUI's cached run of the other rendering
@@ -427,8 +432,8 @@ def test_a_hosted_run_in_the_editor_shows_its_price_then_its_progress(editor, si
         before = len(call(url + "/history"))
         driver.execute_script("window.app.queuePrompt(0, 1)")
         until(lambda: len(driver.execute_script("return window.pfTexts")) >= 3, "three progress texts", 60)
-        if SHOTS:
-            driver.save_screenshot(os.path.join(SHOTS, "hosted_run.png"))
+        if site.shots:
+            driver.save_screenshot(os.path.join(site.shots, "hosted_run.png"))
         texts = driver.execute_script("return window.pfTexts")
         assert texts and all(t.startswith("Segmind sdxl1.0-txt2img: ") for t in texts), texts
         assert (shown_texts(driver, "PF_SDXLText2Image") or "").startswith("Segmind est. $")
@@ -459,7 +464,7 @@ def test_a_huge_pose_in_a_workflow_loads_and_stays_editable(editor, site):
     """A 1 MB pose (a face of 100,000 points, 100 people with hands): the workflow loads (a spread of
     its values overflowed the stack and aborted loading), and a click reads the pose once, not once a
     point (a cached parse)."""
-    url, _, _ = site
+    url = site.url
     driver = editor
     person = {"pose_keypoints_2d": [v for x, y in STANDING for v in (x, y, 1.0)],
               "hand_left_keypoints_2d": [0.3, 0.5, 1.0] * 21, "hand_right_keypoints_2d": [0.6, 0.5, 1.0] * 21}
@@ -552,7 +557,7 @@ def test_a_whole_person_and_a_limb_move_turn_and_scale_and_the_saved_map_shows_i
 
     from selenium.webdriver.common.keys import Keys
 
-    url, base, vue = site
+    url, base, vue = site.url, site.base, site.vue
     driver = editor
     load_editor(driver, pose_graph(url))
     tables = driver.execute_script("return fetch('/poseforge/pose_tables').then((r) => r.json());")
@@ -619,8 +624,6 @@ def test_a_whole_person_and_a_limb_move_turn_and_scale_and_the_saved_map_shows_i
         assert saved.getpixel((x, y)) == tuple(tables["colours"][j]), (j, vue)
     old = (round(STANDING[7][0] * 512), round(STANDING[7][1] * 512))
     assert saved.getpixel(old) != tuple(tables["colours"][7])
-    if SHOTS:
-        driver.save_screenshot(os.path.join(SHOTS, f"pose_editor_bodies_{'vue' if vue else 'classic'}.png"))
 
 
 def test_frames_canvas_size_and_hands_in_the_editor(editor, site):
@@ -630,7 +633,7 @@ def test_frames_canvas_size_and_hands_in_the_editor(editor, site):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
-    url, base, _ = site
+    url, base = site.url, site.base
     driver = editor
     load_editor(driver, pose_graph(url))
     get = "return " + EDITOR
@@ -684,7 +687,7 @@ def test_a_pose_kept_in_the_library_is_listed_after_a_reload_and_inserts(editor,
     """The library is ComfyUI's user data: "keep" writes user/default/poseforge/poses/<name>.json
     through /userdata; after a reload the name is listed and "insert" adds its people; "delete"
     (twice) removes the file."""
-    url, base, vue = site
+    url, base, vue = site.url, site.base, site.vue
     driver = editor
     name = f"arms up {'vue' if vue else 'classic'}"
     load_editor(driver, pose_graph(url))
