@@ -692,12 +692,22 @@ def test_a_pose_kept_in_the_library_is_listed_after_a_reload_and_inserts(editor,
     name = f"arms up {'vue' if vue else 'classic'}"
     load_editor(driver, pose_graph(url))
     get = "return " + EDITOR
-    click(driver, "flip")  # a pose of its own, to know it again
-    kept = until(lambda: (v := pose_value(driver))["people"][0]["pose_keypoints_2d"][0] != STANDING[0][0] or v, "flip")
+    click(driver, "+ person")  # a pose of its own, to know it again
+    until(lambda: len(pose_value(driver)["people"]) == 2, "a second person")
     driver.execute_script(get + ".poseName;").send_keys(name)
     click(driver, "keep")
     stored = base / "user" / "default" / "poseforge" / "poses" / f"{name}.json"
     until(stored.exists, "the kept pose in ComfyUI's user data")
+    assert json.loads(stored.read_text()) == [pose_value(driver)]
+    first = stored.read_text()
+    click(driver, "− person")  # one person again, kept under the same name: asked first, then replaced
+    until(lambda: len(pose_value(driver)["people"]) == 1, "the second person deleted")
+    driver.execute_script(get + ".poseName;").send_keys(name)
+    click(driver, "keep")
+    until(lambda: driver.execute_script(get + ".keepButton.textContent;") == "replace?", "keep asking first")
+    assert stored.read_text() == first
+    click(driver, "replace?")
+    until(lambda: stored.read_text() != first, "the kept pose replaced")
     assert json.loads(stored.read_text()) == [pose_value(driver)]
     driver.refresh()
     wait_for_app(driver)

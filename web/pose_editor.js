@@ -26,7 +26,7 @@ const UNDO = 50;
 const TURN = Math.PI / 36; // 5 degrees a key press
 const GROW = 1.05; // a key press's scale
 const SHORTCUTS = "drag: move · Shift+drag: turn · Alt+drag: scale · J/L/P: joint/limb/person · arrows: nudge " +
-  "(Shift ×10) · [ ]: turn 5° · − =: scale · Del: remove · H/F: hands/face · PgUp/PgDn: frame · Ctrl+Z: undo · " +
+  "(Shift ×10) · [ ]: turn 5° · - =: scale · Del: remove · H/F: hands/face · PgUp/PgDn: frame · Ctrl+Z: undo · " +
   "right-click: remove a joint";
 
 // A POSE_KEYPOINT frame (the first of a list) in normalized coordinates, or null (see pose_model.js).
@@ -50,7 +50,16 @@ function button(label, title, onClick) {
   const b = control("button", title, "padding:1px 5px;cursor:pointer");
   b.textContent = label;
   b.addEventListener("click", (e) => { e.stopPropagation(); onClick(); });
+  b.pfLabel = label;
   return b;
+}
+
+// A button waiting 4 s for a second click on `value` (its label `asking`), or (null) itself again.
+function arm(b, value, asking) {
+  clearTimeout(b.pfTimer);
+  b.pfArmed = value;
+  b.textContent = value == null ? b.pfLabel : asking;
+  if (value != null) b.pfTimer = setTimeout(() => arm(b, null), 4000);
 }
 
 function row(...children) {
@@ -111,8 +120,9 @@ class PoseEditor {
     this.poseName = control("input", "the name to keep this pose under in your pose library", "width:90px");
     this.poseName.placeholder = "pose name";
     this.library = choice("your pose library (in ComfyUI's user data)", [], () => {});
-    this.deleting = null; // the library pose a first click on "delete" armed
     this.deleteButton = button("delete", "delete the library pose (click twice)", () => this.forget());
+    this.keepButton = button("keep", "keep this frame in your pose library under the name (a name taken asks "
+      + "first)", () => this.keep());
     this.toolbar = document.createElement("div");
     this.toolbar.append(
       row(this.people, button("+ person", "add a standing person", () => this.addPerson()),
@@ -128,7 +138,7 @@ class PoseEditor {
         button("load", "load a pose JSON file", () => this.pickFile()),
         button("save", "save this pose as a JSON file", () => this.save()),
         button("clear", "forget the edit: keypoints are drawn again", () => this.commitFrames(null))),
-      row(this.poseName, button("keep", "keep this frame in your pose library under the name", () => this.keep()),
+      row(this.poseName, this.keepButton,
         this.library, button("insert", "add the library pose's people to this frame", () => this.insert()),
         this.deleteButton));
     this.canvas = document.createElement("canvas");
@@ -303,10 +313,15 @@ class PoseEditor {
     return names;
   }
 
-  async keep() {
+  async keep() { // a name already kept asks first: "replace?", clicked again, replaces it
     const name = poseName(this.poseName.value) || `pose ${new Date().toISOString().slice(0, 19).replace("T", " ")
       .replaceAll(":", ".")}`;
-    await keepPose(name, [this.shown()]);
+    const replace = this.keepButton.pfArmed === name;
+    arm(this.keepButton, null);
+    if ((!replace && (await this.loadLibrary()).includes(name)) || !(await keepPose(name, [this.shown()], replace))) {
+      arm(this.keepButton, name, "replace?"); // taken (listed, or kept meanwhile by another page)
+      return this.loadLibrary();
+    }
     this.poseName.value = "";
     return this.loadLibrary(name);
   }
@@ -325,16 +340,11 @@ class PoseEditor {
     return true;
   }
 
-  async forget(name = this.library.value) {
+  async forget(name = this.library.value) { // a first click arms, a second deletes
     if (!name) return;
-    if (this.deleting !== name) { // a first click arms, a second deletes
-      this.deleting = name;
-      this.deleteButton.textContent = "delete?";
-      setTimeout(() => { this.deleting = null; this.deleteButton.textContent = "delete"; }, 4000);
-      return;
-    }
-    this.deleting = null;
-    this.deleteButton.textContent = "delete";
+    const sure = this.deleteButton.pfArmed === name;
+    arm(this.deleteButton, sure ? null : name, "delete?");
+    if (!sure) return;
     await deletePose(name);
     await this.loadLibrary("");
   }

@@ -31,9 +31,13 @@ export async function readPose(name) {
   return (await answer(await api.fetchApi(file(name)), `read ${name}`)).text();
 }
 
-export async function keepPose(name, frames) {
-  await answer(await api.fetchApi(`${file(name)}?overwrite=true`, { method: "POST", body: JSON.stringify(frames) }),
-    `keep ${name}`);
+// Keeps `frames` under `name`; false (nothing written) when the name is taken and `replace` is not set.
+export async function keepPose(name, frames, replace = false) {
+  const response = await api.fetchApi(`${file(name)}?overwrite=${replace}`,
+    { method: "POST", body: JSON.stringify(frames) });
+  if (response.status === 409) return false;
+  await answer(response, `keep ${name}`);
+  return true;
 }
 
 export async function deletePose(name) {
