@@ -58,8 +58,9 @@ def segmind_problem(name):
 
 
 def predicting(config, prediction):
-    """A checkpoint's scheduler config dict set to sample as `prediction` says (PREDICTIONS but auto): eps, v_prediction, or v_prediction_zsnr (zero terminal SNR: the betas rescaled so the last
-    timestep is pure noise, timesteps from the trailing end, as ComfyUI samples a zsnr model)."""
+    """A checkpoint's scheduler config dict set to sample as `prediction` says (PREDICTIONS but auto): eps,
+    v_prediction, or v_prediction_zsnr (zero terminal SNR: the betas rescaled so the last timestep is pure
+    noise, timesteps from the trailing end, as ComfyUI samples a zsnr model)."""
     config = dict(config, prediction_type="epsilon" if prediction == "eps" else "v_prediction")
     config.pop("rescale_betas_zero_snr", None)  # off unless zsnr (and unknown to the schedulers that cannot)
     if prediction == "v_prediction_zsnr":

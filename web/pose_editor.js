@@ -29,11 +29,6 @@ const SHORTCUTS = "drag: move · Shift+drag: turn · Alt+drag: scale · J/L/P: j
   "(Shift ×10) · [ ]: turn 5° · - =: scale · Del: remove · H/F: hands/face · PgUp/PgDn: frame · Ctrl+Z: undo · " +
   "right-click: remove a joint";
 
-// A POSE_KEYPOINT frame (the first of a list) in normalized coordinates, or null (see pose_model.js).
-export function parsePose(source) {
-  return parseFrames(source, TABLES)?.[0] ?? null;
-}
-
 function rgb([r, g, b], scale = 1) {
   return `rgb(${Math.round(r * scale)},${Math.round(g * scale)},${Math.round(b * scale)})`;
 }
@@ -60,6 +55,13 @@ function arm(b, value, asking) {
   b.pfArmed = value;
   b.textContent = value == null ? b.pfLabel : asking;
   if (value != null) b.pfTimer = setTimeout(() => arm(b, null), 4000);
+}
+
+// The node whose output feeds `node`'s input `name`, or null.
+function linked(node, name) {
+  const link = node?.inputs?.find((i) => i.name === name)?.link;
+  const info = link == null ? null : (app.graph.links?.get?.(link) ?? app.graph.links?.[link]);
+  return info ? app.graph.getNodeById(info.origin_id) : null;
 }
 
 function row(...children) {
@@ -154,7 +156,7 @@ class PoseEditor {
   }
 
   // -- the pose: the edit, or (until the first edit) the connected extract's result --------------
-  editedFrames() { return this.parsed(this.poseWidget.value); }
+  editedFrames() { return this.parsed("edit", this.poseWidget.value); }
 
   frames() { return this.editedFrames() ?? this.extracted() ?? [emptyFrame()]; }
 
@@ -162,24 +164,17 @@ class PoseEditor {
 
   shown() { return this.frames()[this.frame] ?? this.frames()[0]; }
 
-  parsed(text) { // parseFrames, read again only when the text changes (a click looks at every point)
-    if (!this.cache || this.cache.text !== text) this.cache = { text, frames: parseFrames(text, TABLES) };
-    return this.cache.frames; // shared: change a copy (working)
-  }
-
-  extractNode() {
-    const link = this.node.inputs?.find((i) => i.name === "keypoints")?.link;
-    const info = link == null ? null : (app.graph.links?.get?.(link) ?? app.graph.links?.[link]);
-    return info ? app.graph.getNodeById(info.origin_id) : null;
+  // parseFrames of the edit's or the extract's text, read again only when it changes (a click looks
+  // at every point); shared: change a copy (working)
+  parsed(which, text) {
+    this.cache ??= {};
+    if (this.cache[which]?.text !== text) this.cache[which] = { text, frames: parseFrames(text, TABLES) };
+    return this.cache[which].frames;
   }
 
   extracted() {
-    const text = this.extractNode()?.pfOpenposeJson;
-    if (!text) return null;
-    if (!this.extractCache || this.extractCache.text !== text) {
-      this.extractCache = { text, frames: parseFrames(text, TABLES) };
-    }
-    return this.extractCache.frames;
+    const text = linked(this.node, "keypoints")?.pfOpenposeJson;
+    return text ? this.parsed("extract", text) : null;
   }
 
   commit(frame) { // the shown frame changed
@@ -318,8 +313,9 @@ class PoseEditor {
       .replaceAll(":", ".")}`;
     const replace = this.keepButton.pfArmed === name;
     arm(this.keepButton, null);
-    if ((!replace && (await this.loadLibrary()).includes(name)) || !(await keepPose(name, [this.shown()], replace))) {
-      arm(this.keepButton, name, "replace?"); // taken (listed, or kept meanwhile by another page)
+    if (!replace && (await this.loadLibrary()).includes(name)) return arm(this.keepButton, name, "replace?");
+    if (!(await keepPose(name, [this.shown()], replace))) { // kept meanwhile by another page
+      arm(this.keepButton, name, "replace?");
       return this.loadLibrary();
     }
     this.poseName.value = "";
@@ -473,8 +469,9 @@ class PoseEditor {
       this.person = found.person;
       const frame = this.working();
       const how = e.shiftKey ? "turn" : e.altKey ? "scale" : "move";
-      this.drag = { pick: this.picked, frame, person: frame.people[found.person], how, from: this.normalized(e),
-        scope: this.scope.value };
+      const person = frame.people[found.person], scope = this.scope.value;
+      const centre = pivot(person, this.picked, scope, selection(person, this.picked, scope)); // once a drag
+      this.drag = { pick: this.picked, frame, person, how, from: this.normalized(e), scope, centre };
       c.setPointerCapture(e.pointerId);
     });
     c.addEventListener("pointermove", (e) => {
@@ -482,15 +479,14 @@ class PoseEditor {
       if (!d) return;
       e.stopPropagation();
       const [x, y] = this.normalized(e);
-      const w = d.frame.canvas_width, h = d.frame.canvas_height;
+      const w = d.frame.canvas_width, h = d.frame.canvas_height, centre = d.centre;
       let change;
       if (d.scope === "joint") {
         const [px, py] = triplets(d.person[d.pick.part])[d.pick.index];
-        change = { dx: x - px, dy: y - py }; // the joint goes where the pointer is
+        change = { dx: x - px, dy: y - py, centre }; // the joint goes where the pointer is
       } else if (d.how === "move") {
-        change = { dx: x - d.from[0], dy: y - d.from[1] };
+        change = { dx: x - d.from[0], dy: y - d.from[1], centre };
       } else {
-        const points = selection(d.person, d.pick, d.scope), centre = pivot(d.person, d.pick, d.scope, points);
         const a = [(d.from[0] - centre[0]) * w, (d.from[1] - centre[1]) * h];
         const b = [(x - centre[0]) * w, (y - centre[1]) * h];
         change = d.how === "turn" ? { angle: Math.atan2(b[1], b[0]) - Math.atan2(a[1], a[0]), centre }
@@ -536,10 +532,7 @@ class PoseEditor {
 
   // -- drawing ---------------------------------------------------------------------------------
   sourcePhoto() { // the Load Image behind a connected OpenPose Extract, as a /view URL
-    const extract = this.extractNode();
-    const link = extract?.inputs?.find((i) => i.name === "image")?.link;
-    const info = link == null ? null : (app.graph.links?.get?.(link) ?? app.graph.links?.[link]);
-    const loader = info ? app.graph.getNodeById(info.origin_id) : null;
+    const loader = linked(linked(this.node, "keypoints"), "image");
     const name = loader?.type === "LoadImage" ? loader.widgets?.find((w) => w.name === "image")?.value : null;
     if (!name) return null;
     const cut = String(name).lastIndexOf("/");
