@@ -1,4 +1,4 @@
-"""Face restoration: local (RetinaFace + CodeFormer, GFPGAN or RestoreFormer + optional ParseNet
+"""Face restoration: local (RetinaFace + CodeFormer, GFPGAN or RestoreFormer(++) + optional ParseNet
 mask and upscaler) or Segmind's `codeformer`, behind one signature (engines/backend.py).
 
 A request is PF_CodeFormer's inputs: image (IMAGE), model, fidelity, upscale,
@@ -30,7 +30,7 @@ def _upscaler(request):
 
 
 def model_files():
-    """The face restorer files in models/facerestore_models (CodeFormer, GFPGAN, RestoreFormer, by content)."""
+    """The face restorer files in models/facerestore_models (CodeFormer, GFPGAN, RestoreFormer(++), by content)."""
     from ..local import codeformer as engine
 
     return engine.restorer_files()

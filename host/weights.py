@@ -54,6 +54,12 @@ MAX_DEPTH = 8  # nested dicts a weight file may hold (real ones: 2 or 3)
 MAX_TENSORS = 100_000  # tensors named in one file (SDXL: about 2,600)
 
 
+def unwrap(state):
+    """The state dict inside the first of the usual wrappers `state` has ({'params_ema': {...}}, a
+    Lightning .ckpt's 'state_dict'), else `state`."""
+    return next((state[w] for w in WRAPPERS if isinstance(state.get(w), dict)), state)
+
+
 def keys(path):
     """The tensor names in `path`, looking inside the usual wrappers ({'params_ema': {...}}),
     without reading the tensors (safetensors header, or a memory-mapped torch file)."""
@@ -77,12 +83,8 @@ def shapes(path):
         raise WeightFileError(f"Cannot read the weight file {path}: {type(exc).__name__}: {str(exc)[:300]}") from exc
     if not isinstance(state, dict):
         raise WeightFileError(f"{path} holds a {type(state).__name__}, not a dict of tensors.")
-    for wrapper in WRAPPERS:
-        if isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-            break
     out = {}
-    _flat(state, "", 0, set(), out, path)
+    _flat(unwrap(state), "", 0, set(), out, path)
     return out
 
 

@@ -1,11 +1,10 @@
 """Face restoration: detect (RetinaFace, facexlib) -> align to the FFHQ-512 template ->
-restore all faces in batches (CodeFormer, GFPGAN or RestoreFormer, told apart by their
-weights, built by spandrel / spandrel-extra-arches) -> paste back with a soft mask onto
-the upscaled image.
+restore all faces in batches (CodeFormer, GFPGAN, RestoreFormer or RestoreFormer++, told
+apart by their weights, built by spandrel / spandrel-extra-arches; ++ from spandrel's
+RestoreFormer, see restoreformer_pp) -> paste back with a soft mask onto the upscaled image.
 
 CodeFormer's code and weights are under the S-Lab License 1.0 (non-commercial);
-we use them through spandrel-extra-arches and the user's own files. RestoreFormer++ is
-not run: spandrel (0.4.2, the newest) has no architecture for it.
+we use them through spandrel-extra-arches and the user's own files.
 """
 import logging
 import math
@@ -16,6 +15,7 @@ import weakref
 import numpy as np
 
 from ..host import device, images, models, residency, weights
+from . import restoreformer_pp
 
 DETECTION_FILE = "detection_Resnet50_Final.pth"
 DETECTION_SOURCE = "https://github.com/xinntao/facexlib/releases/tag/v0.1.0"
@@ -43,16 +43,20 @@ def wanted(model_name, upscaler_name=None, parse=False):
     return files
 
 
-# the face restorers run, by the tensors that tell them apart (spandrel's own detection keys), in that order
+# the face restorers run, by the tensors that tell them apart (spandrel's own detection keys), the first that
+# matches (RestoreFormer++ holds all of RestoreFormer's and its decoder's attention at 32 px: before it)
+_RESTOREFORMER = {"quantize.embedding.weight", "encoder.conv_in.weight", "quant_conv.weight",
+                  "encoder.down.0.block.0.norm1.weight", "encoder.conv_out.weight", "decoder.conv_out.weight"}
 RESTORERS = {
     "CodeFormer": {"position_emb", "quantize.embedding.weight", "idx_pred_layer.1.weight"},
     "GFPGAN": {"toRGB.0.weight", "stylegan_decoder.style_mlp.1.weight"},
-    "RestoreFormer": {"quantize.embedding.weight", "encoder.conv_in.weight", "quant_conv.weight",
-                      "encoder.down.0.block.0.norm1.weight", "encoder.conv_out.weight", "decoder.conv_out.weight"},
+    "RestoreFormer++": _RESTOREFORMER | {"decoder.up.4.attn.0.q.weight"},
+    "RestoreFormer": _RESTOREFORMER,
 }
 RESTORER_SOURCES = ("CodeFormer: https://github.com/sczhou/CodeFormer/releases/tag/v0.1.0 ; GFPGAN: "
                     "https://github.com/TencentARC/GFPGAN/releases (GFPGANv1.3/1.4.pth) ; RestoreFormer: "
-                    "https://github.com/TencentARC/GFPGAN/releases/tag/v1.3.4 (RestoreFormer.pth)")
+                    "https://github.com/TencentARC/GFPGAN/releases/tag/v1.3.4 (RestoreFormer.pth) ; RestoreFormer++: "
+                    "https://github.com/wzhouxiff/RestoreFormerPlusPlus/releases (RestoreFormer++.ckpt)")
 _KIND = {}
 
 
@@ -65,7 +69,7 @@ def restorer_kind(path):
         return None
     if ident not in _KIND:
         try:
-            names = set(weights.keys(path))
+            names = set(restoreformer_pp.network(dict.fromkeys(weights.keys(path))))
         except weights.WeightFileError as exc:
             log.warning("PoseForge: %s is not listed in PF_CodeFormer's models: %s", os.path.basename(path), exc)
             names = set()
@@ -80,12 +84,12 @@ def restorer_files():
 
 
 # -- loading (cached, through the shared residency and safe loader) ----------
-def _spandrel(path):
+def _spandrel(state):
     import spandrel
     import spandrel_extra_arches
 
     spandrel_extra_arches.install(ignore_duplicates=True)
-    return spandrel.ModelLoader().load_from_state_dict(weights.load(path))
+    return spandrel.ModelLoader().load_from_state_dict(state)
 
 
 class RestorerError(ValueError):
@@ -96,14 +100,22 @@ def restorer(path):
     """The face restorer network of `path` (a Resident, its kind in `pf_kind`); a model of another
     architecture is refused, naming what it is."""
     def load():
+        name = os.path.basename(path)
+        if restorer_kind(path) == "RestoreFormer++":
+            try:
+                net = restoreformer_pp.build(restoreformer_pp.network(weights.load(path)))
+            except Exception as exc:  # noqa: BLE001 - named for the user
+                raise RestorerError(f"{name} has RestoreFormer++'s tensors but does not load as it "
+                                    f"({type(exc).__name__}: {str(exc)[:200]}). Is it complete?") from exc
+            net.pf_kind = "RestoreFormer++"
+            return net
         try:
-            model = _spandrel(path)
+            model = _spandrel(restoreformer_pp.network(weights.load(path)))
         except Exception as exc:  # noqa: BLE001 - spandrel's own error, named for the user
-            raise RestorerError(f"{os.path.basename(path)} is no model spandrel knows ({str(exc)[:200]}): use a face "
-                                f"restorer ({RESTORER_SOURCES}). RestoreFormer++ files are not supported by spandrel "
-                                "yet.") from exc
+            raise RestorerError(f"{name} is no model spandrel knows ({str(exc)[:200]}): use a face "
+                                f"restorer ({RESTORER_SOURCES}).") from exc
         if model.architecture.id not in RESTORERS:
-            raise RestorerError(f"{os.path.basename(path)} is a {model.architecture.name} model ({model.purpose}), not "
+            raise RestorerError(f"{name} is a {model.architecture.name} model ({model.purpose}), not "
                                 f"a face restorer: use {', '.join(RESTORERS)} ({RESTORER_SOURCES}).")
         model.model.pf_kind = model.architecture.id
         return model.model
@@ -114,7 +126,7 @@ def restorer(path):
 def upscaler(path):
     """A spandrel upscale model of `path` (a Resident holding the network; `.scale` kept on it)."""
     def load():
-        model = _spandrel(path)
+        model = _spandrel(weights.load(path))
         model.model.pf_scale = model.scale
         return model.model
 
@@ -342,7 +354,7 @@ def restore_faces(net, crops, fidelity, batch_size=None, on_batch=None):
     dev = next(net.parameters()).device
     call = {"CodeFormer": lambda x: net(x, weight=float(fidelity))[0],
             "GFPGAN": lambda x: net(x.contiguous(), return_rgb=False, randomize_noise=False)[0],  # it .view()s
-            "RestoreFormer": lambda x: net(x)[0]}[getattr(net, "pf_kind", "CodeFormer")]
+            }.get(getattr(net, "pf_kind", "CodeFormer"), lambda x: net(x)[0])  # RestoreFormer and ++
 
     def run(chunk):
         x = torch.from_numpy(np.stack(chunk).astype(np.float32) / 255.0).permute(0, 3, 1, 2).to(dev) * 2 - 1

@@ -11,9 +11,9 @@ class PF_CodeFormer:
     RETURN_NAMES = ("image", "face_mask")
     FUNCTION = "restore"
     ENGINE = codeformer  # engines/plan.py answers what the node will do from it
-    DESCRIPTION = ("Detects faces (RetinaFace), restores them with CodeFormer (or, locally, GFPGAN or RestoreFormer) "
-                   "and pastes them back onto the image upscaled `upscale` times. CodeFormer is under the S-Lab "
-                   "non-commercial license. face_mask marks the restored faces (local backend only; empty on Segmind).")
+    DESCRIPTION = ("Detects faces (RetinaFace), restores them with CodeFormer (or, locally, GFPGAN, RestoreFormer or "
+                   "RestoreFormer++) and pastes them back onto the image upscaled `upscale` times. CodeFormer is "
+                   "under the S-Lab non-commercial license. face_mask marks the restored faces (local backend only; empty on Segmind).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -21,11 +21,12 @@ class PF_CodeFormer:
         return {"required": {
             "image": ("IMAGE",),
             "model": (codeformer.model_files() or ["codeformer.pth"], {
-                "tooltip": "A face restorer in models/facerestore_models: CodeFormer, GFPGAN or RestoreFormer, told "
-                           "apart by their weights (other files there are not listed). Segmind runs CodeFormer."}),
+                "tooltip": "A face restorer in models/facerestore_models: CodeFormer, GFPGAN, RestoreFormer or "
+                           "RestoreFormer++, told apart by their weights (other files there are not listed). "
+                           "Segmind runs CodeFormer."}),
             "fidelity": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
                                    "tooltip": "CodeFormer: 0 best quality, 1 most faithful to the input face "
-                                              "(GFPGAN and RestoreFormer have no such control: use visibility)"}),
+                                              "(GFPGAN and RestoreFormer(++) have no such control: use visibility)"}),
             "upscale": ("INT", {"default": 1, "min": 1, "max": 4, "tooltip": "1 keeps the image size"}),
             "background_enhance": ("BOOLEAN", {"default": False, "tooltip": (
                 "enhance the background: locally with upscale_model, on Segmind with its own enhancer. "
@@ -64,7 +65,7 @@ class PF_CodeFormer:
         if backend not in inputs["backend"][0]:
             return f"backend must be one of {', '.join(inputs['backend'][0])}"
         if backend == "local" and model not in inputs["model"][0]:
-            return (f"{model} is not a face restorer file (CodeFormer, GFPGAN, RestoreFormer) in "
+            return (f"{model} is not a face restorer file (CodeFormer, GFPGAN, RestoreFormer(++)) in "
                     "models/facerestore_models; choose one there, or use backend segmind")
         return True
 

@@ -298,11 +298,11 @@ def test_a_file_replaced_under_the_same_name_is_loaded_again(tmp_path):
 @pytest.fixture(scope="module")
 def restorers_root(cf_root, tmp_path_factory):
     """A models root whose facerestore_models holds CodeFormer, GFPGAN (real-sized: spandrel builds it at one
-    size) and a tiny RestoreFormer, plus an upscaler and a file that is no model; facedetection linked."""
+    size), a tiny RestoreFormer and RestoreFormer++ (a Lightning .ckpt, as released), plus an upscaler and a file that is no model; facedetection linked."""
     import spandrel
     from spandrel.architectures.Compact import Compact
 
-    from tiny_models import save_gfpgan, save_restoreformer
+    from tiny_models import save_gfpgan, save_restoreformer, save_restoreformer_pp
 
     root = tmp_path_factory.mktemp("restorers")
     folder = root / "facerestore_models"
@@ -310,6 +310,7 @@ def restorers_root(cf_root, tmp_path_factory):
     os.link(cf_root / "facerestore_models" / "codeformer.pth", folder / "codeformer.pth")
     save_gfpgan(str(folder))
     save_restoreformer(str(folder))
+    save_restoreformer_pp(str(folder))
     torch.save(Compact(num_feat=8, num_conv=2, upscale=2).state_dict(), folder / "4x-upscaler.pth")
     assert spandrel.ModelLoader().load_from_file(str(folder / "4x-upscaler.pth")).architecture.id == "Compact"
     torch.save({"just": torch.zeros(3)}, folder / "notes.pth")
@@ -324,15 +325,57 @@ def with_restorers(restorers_root):
     models.set_models_root(None)
 
 
+RESTORER_FILES = {"GFPGANv1.4.pth": "GFPGAN", "RestoreFormer++.ckpt": "RestoreFormer++",
+                  "RestoreFormer.pth": "RestoreFormer", "codeformer.pth": "CodeFormer"}
+
+
 def test_the_list_holds_every_restorer_by_content(with_restorers):
-    assert Node.INPUT_TYPES()["required"]["model"][0] == ["GFPGANv1.4.pth", "RestoreFormer.pth", "codeformer.pth"]
+    assert Node.INPUT_TYPES()["required"]["model"][0] == sorted(RESTORER_FILES)
     kinds = {name: engine.restorer_kind(str(with_restorers / "facerestore_models" / name))
-             for name in ("GFPGANv1.4.pth", "RestoreFormer.pth", "codeformer.pth", "4x-upscaler.pth", "notes.pth")}
-    assert kinds == {"GFPGANv1.4.pth": "GFPGAN", "RestoreFormer.pth": "RestoreFormer", "codeformer.pth": "CodeFormer",
-                     "4x-upscaler.pth": None, "notes.pth": None}
+             for name in (*RESTORER_FILES, "4x-upscaler.pth", "notes.pth")}
+    assert kinds == {**RESTORER_FILES, "4x-upscaler.pth": None, "notes.pth": None}
 
 
-@pytest.mark.parametrize("name", ["GFPGANv1.4.pth", "RestoreFormer.pth"])
+@pytest.mark.parametrize("small", [True, False], ids=["tiny", "released-widths"])
+def test_restoreformer_pp_computes_what_its_authors_network_does(tmp_path, small):
+    """A RestoreFormer++ .ckpt (the network under 'vqvae.' beside the loss's tensors) loads strictly into 4-head
+    attention with the decoder's extra 32 px level, and gives the authors' output; with RestoreFormer's 8 heads,
+    or the 32 px level attending to anything but the encoder's feature there, it would not."""
+    from tiny_models import restoreformer_pp_net, restoreformer_pp_reference, save_restoreformer_pp
+
+    reference = restoreformer_pp_net(small)
+    path = save_restoreformer_pp(str(tmp_path), net=reference)
+    assert engine.restorer_kind(path) == "RestoreFormer++"
+    net, = residency.use(engine.restorer(path))
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        expected = restoreformer_pp_reference(reference, x)
+        assert torch.allclose(net(x)[0], expected, atol=1e-5)
+        blocks = [m for m in net.modules() if type(m).__name__ == "MultiHeadAttnBlock"]
+        assert len(blocks) == (7 if small else 10)  # encoder: 16 px, middle; decoder: middle, 16 and 32 px
+        for block in blocks:
+            block.head_size, block.att_size = 8, block.in_channels // 8
+        assert not torch.allclose(net(x)[0], expected, atol=1e-3)
+    residency.release_all()  # the heads changed above: no later test may get this network
+
+
+def test_a_restoreformer_ckpt_of_the_plus_plus_repository_runs_as_restoreformer(tmp_path, comfy_host):
+    """That repository's RestoreFormer.ckpt (8 heads, attention at 16 px only, under 'vqvae.' in a Lightning
+    checkpoint) is RestoreFormer, read through ComfyUI's own loader, and computes what spandrel's network does."""
+    from spandrel.architectures.RestoreFormer import RestoreFormer
+
+    torch.manual_seed(2)
+    reference = RestoreFormer(n_embed=32, embed_dim=32, ch=32, ch_mult=(1,) * 6, num_res_blocks=1, z_channels=32)
+    state = {f"vqvae.{k}": v for k, v in reference.state_dict().items()}
+    torch.save({"state_dict": dict(state, **{"loss.logvar": torch.zeros(())}), "epoch": 1}, tmp_path / "rf.ckpt")
+    assert engine.restorer_kind(str(tmp_path / "rf.ckpt")) == "RestoreFormer"
+    net, = residency.use(engine.restorer(str(tmp_path / "rf.ckpt")))
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(net(x)[0], reference.eval()(x)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["GFPGANv1.4.pth", "RestoreFormer.pth", "RestoreFormer++.ckpt"])
 def test_gfpgan_and_restoreformer_restore_the_faces(with_restorers, name):
     photo = torch.from_numpy(face_image(96, 128).astype(np.float32) / 255.0)[None]
     args = dict(upscale=1, only_center_face=True, detection_threshold=0.05, backend="local", paste_mask="square")

@@ -64,6 +64,45 @@ def save_restoreformer(folder, name="RestoreFormer.pth"):
     return os.path.join(folder, name)
 
 
+def restoreformer_pp_net(small=True):
+    """RestoreFormer++ as its authors build it (`VQVAEGANMultiHeadTransformer(head_size=4,
+    ex_multi_scale_num=1)`): RestoreFormer's network with 4 heads, and a decoder with attention at 32 px as
+    well as 16 (the encoder's stays at 16); random weights, `small` or at the released widths."""
+    from spandrel.architectures.RestoreFormer import RestoreFormer
+    from spandrel.architectures.RestoreFormer.__arch.restoreformer_arch import MultiHeadDecoderTransformer
+
+    torch.manual_seed(1)
+    sizes = dict(ch=32, out_ch=3, ch_mult=(1, 1, 1, 1, 1, 1), num_res_blocks=1, z_channels=32, head_size=4)
+    if not small:
+        sizes.update(ch=64, ch_mult=(1, 2, 2, 4, 4, 8), num_res_blocks=2, z_channels=256)
+    net = RestoreFormer(n_embed=32 if small else 1024, embed_dim=32 if small else 256, attn_resolutions=(16,),
+                        **sizes)
+    net.decoder = MultiHeadDecoderTransformer(attn_resolutions=(16, 32), **sizes)
+    return net.eval()
+
+
+def restoreformer_pp_reference(net, x):
+    """What the authors' RestoreFormer++ computes: as RestoreFormer, but a decoder level whose encoder
+    feature has no `block_<i>_atten` cross-attends to `block_<i>`."""
+    class Features(dict):
+        def __missing__(self, name):
+            return self[name.removesuffix("_atten")]
+
+    quant, _, _, features = net.encode(x)
+    return net.decode(quant, Features(features))
+
+
+def save_restoreformer_pp(folder, name="RestoreFormer++.ckpt", net=None):
+    """As wzhouxiff/RestoreFormerPlusPlus releases it: a Lightning checkpoint whose 'state_dict' holds the
+    network under 'vqvae.' beside the training loss's own tensors."""
+    os.makedirs(folder, exist_ok=True)
+    state = {f"vqvae.{k}": v for k, v in (net or restoreformer_pp_net()).state_dict().items()}
+    state["loss.discriminator.main.0.weight"] = torch.randn(8, 3, 4, 4)
+    torch.save({"epoch": 3, "global_step": 120, "pytorch-lightning_version": "1.0.8", "state_dict": state},
+               os.path.join(folder, name))
+    return os.path.join(folder, name)
+
+
 def save_retinaface(folder):
     """detection_Resnet50_Final.pth with RetinaFace-R50's keys (facexlib layout)."""
     from facexlib.detection.retinaface import RetinaFace
