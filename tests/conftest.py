@@ -146,10 +146,11 @@ def tiny_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cf_root(tiny_root):
-    from tiny_models import save_codeformer, save_parsenet, save_retinaface
+    from tiny_models import save_codeformer, save_parsenet, save_restoreformer_pp, save_retinaface
 
     root = tiny_root
     save_codeformer(str(root / "facerestore_models"))
+    save_restoreformer_pp(str(root / "facerestore_models"))
     save_retinaface(str(root / "facedetection"))
     save_parsenet(str(root / "facedetection"))
     return root

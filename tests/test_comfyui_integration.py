@@ -61,7 +61,11 @@ def test_graph_runs_and_free_releases_our_models(comfyui):
         "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "pf_face"}},
         "5": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "pf_pose"}},
     }
+    graph["6"] = json.loads(json.dumps(graph["3"]))  # RestoreFormer++ (as released: a Lightning .ckpt)
+    graph["6"]["inputs"].update(model="RestoreFormer++.ckpt", paste_mask="square")
+    graph["7"] = {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "pf_face_rfpp"}}
     outputs = _run(url, graph)
+    assert outputs["6"]["faces"] == [1] and outputs["6"]["backend"] == ["local"]
     frames = json.loads(outputs["2"]["openpose_json"][0])
     assert frames[0]["canvas_width"] == 128 and frames[0]["canvas_height"] == 96
     assert outputs["2"]["backend"] == ["local"] and outputs["3"]["backend"] == ["local"]
