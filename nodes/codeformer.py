@@ -13,7 +13,8 @@ class PF_CodeFormer:
     ENGINE = codeformer  # engines/plan.py answers what the node will do from it
     DESCRIPTION = ("Detects faces (RetinaFace), restores them with CodeFormer (or, locally, GFPGAN, RestoreFormer or "
                    "RestoreFormer++) and pastes them back onto the image upscaled `upscale` times. CodeFormer is "
-                   "under the S-Lab non-commercial license. face_mask marks the restored faces (local backend only; empty on Segmind).")
+                   "under the S-Lab non-commercial license. face_mask marks the restored faces (local backend only; "
+                   "empty on Segmind).")
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -298,7 +298,8 @@ def test_a_file_replaced_under_the_same_name_is_loaded_again(tmp_path):
 @pytest.fixture(scope="module")
 def restorers_root(cf_root, tmp_path_factory):
     """A models root whose facerestore_models holds CodeFormer, GFPGAN (real-sized: spandrel builds it at one
-    size), a tiny RestoreFormer and RestoreFormer++ (a Lightning .ckpt, as released), plus an upscaler and a file that is no model; facedetection linked."""
+    size), a tiny RestoreFormer and RestoreFormer++ (a Lightning .ckpt, as released), plus an upscaler and a
+    file that is no model; facedetection linked."""
     import spandrel
     from spandrel.architectures.Compact import Compact
 
@@ -362,17 +363,16 @@ def test_restoreformer_pp_computes_what_its_authors_network_does(tmp_path, small
 def test_a_restoreformer_ckpt_of_the_plus_plus_repository_runs_as_restoreformer(tmp_path, comfy_host):
     """That repository's RestoreFormer.ckpt (8 heads, attention at 16 px only, under 'vqvae.' in a Lightning
     checkpoint) is RestoreFormer, read through ComfyUI's own loader, and computes what spandrel's network does."""
-    from spandrel.architectures.RestoreFormer import RestoreFormer
+    from tiny_models import restoreformer_net
 
-    torch.manual_seed(2)
-    reference = RestoreFormer(n_embed=32, embed_dim=32, ch=32, ch_mult=(1,) * 6, num_res_blocks=1, z_channels=32)
+    reference = restoreformer_net()
     state = {f"vqvae.{k}": v for k, v in reference.state_dict().items()}
     torch.save({"state_dict": dict(state, **{"loss.logvar": torch.zeros(())}), "epoch": 1}, tmp_path / "rf.ckpt")
     assert engine.restorer_kind(str(tmp_path / "rf.ckpt")) == "RestoreFormer"
     net, = residency.use(engine.restorer(str(tmp_path / "rf.ckpt")))
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     with torch.no_grad():
-        assert torch.allclose(net(x)[0], reference.eval()(x)[0], atol=1e-5)
+        assert torch.allclose(net(x)[0], reference(x)[0], atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["GFPGANv1.4.pth", "RestoreFormer.pth", "RestoreFormer++.ckpt"])

@@ -51,16 +51,23 @@ def save_gfpgan(folder, name="GFPGANv1.4.pth"):
     return os.path.join(folder, name)
 
 
-def save_restoreformer(folder, name="RestoreFormer.pth"):
-    """A RestoreFormer state dict (random weights) at a tiny width: spandrel reads its sizes from the tensors
-    (the depth of six levels, the 16-pixel attention and 512-pixel faces are RestoreFormer's own)."""
+# RestoreFormer at a tiny width: spandrel reads its sizes from the tensors (the depth of six levels, the 16-pixel
+# attention and 512-pixel faces are RestoreFormer's own); 32: GroupNorm's groups
+TINY_RESTOREFORMER = dict(ch=32, ch_mult=(1, 1, 1, 1, 1, 1), num_res_blocks=1, z_channels=32)
+
+
+def restoreformer_net():
+    """A tiny RestoreFormer with random weights."""
     from spandrel.architectures.RestoreFormer import RestoreFormer
 
-    os.makedirs(folder, exist_ok=True)
     torch.manual_seed(0)
-    net = RestoreFormer(n_embed=32, embed_dim=32, ch=32, ch_mult=(1, 1, 1, 1, 1, 1), num_res_blocks=1,
-                        z_channels=32)  # 32: GroupNorm's groups
-    torch.save(net.state_dict(), os.path.join(folder, name))
+    return RestoreFormer(n_embed=32, embed_dim=32, **TINY_RESTOREFORMER).eval()
+
+
+def save_restoreformer(folder, name="RestoreFormer.pth"):
+    """A tiny RestoreFormer's state dict, as TencentARC's RestoreFormer.pth holds it."""
+    os.makedirs(folder, exist_ok=True)
+    torch.save(restoreformer_net().state_dict(), os.path.join(folder, name))
     return os.path.join(folder, name)
 
 
@@ -72,7 +79,7 @@ def restoreformer_pp_net(small=True):
     from spandrel.architectures.RestoreFormer.__arch.restoreformer_arch import MultiHeadDecoderTransformer
 
     torch.manual_seed(1)
-    sizes = dict(ch=32, out_ch=3, ch_mult=(1, 1, 1, 1, 1, 1), num_res_blocks=1, z_channels=32, head_size=4)
+    sizes = dict(TINY_RESTOREFORMER, out_ch=3, head_size=4)
     if not small:
         sizes.update(ch=64, ch_mult=(1, 2, 2, 4, 4, 8), num_res_blocks=2, z_channels=256)
     net = RestoreFormer(n_embed=32 if small else 1024, embed_dim=32 if small else 256, attn_resolutions=(16,),
